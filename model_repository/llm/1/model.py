@@ -1,0 +1,72 @@
+"""Triton adapter: vLLM-backend-compatible streaming generation over a pluggable engine."""
+
+import json
+import time
+from pathlib import Path
+
+import triton_python_backend_utils as pb_utils
+
+from voicebot import contract as c
+from voicebot.engines.llm import load_language_model
+from voicebot.sampling import parse_sampling_parameters
+from voicebot.serving import cancel, metrics
+from voicebot.serving.config import ConfigError, param, read_sidecar
+from voicebot.serving.triton_io import StreamWorkers, bytes_tensor, input_scalar, input_text
+from voicebot.weights import WeightsNotFound
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        if not pb_utils.using_decoupled_model_transaction_policy(config):
+            raise pb_utils.TritonModelException("llm must be decoupled (model_transaction_policy { decoupled: true })")
+        try:
+            self.max_prompt_chars = param(config, "max_prompt_chars", 32000)
+            sidecar = read_sidecar(Path(args["model_repository"]) / args["model_version"])
+            self.engine = load_language_model(sidecar)
+            max_in_flight = param(config, "max_in_flight", 32)
+        except (ConfigError, WeightsNotFound, FileNotFoundError, ValueError, TypeError) as exc:
+            raise pb_utils.TritonModelException(f"llm: {exc}") from None
+        self.ttft = metrics.histogram(metrics.LLM_TTFT, "Time from request to first token", args, metrics.LATENCY_BUCKETS)
+        self.tokens = metrics.counter(metrics.LLM_OUTPUT_TOKENS, "Generated output tokens", args)
+        self.workers = StreamWorkers(pb_utils.Logger.log_error, max_in_flight)
+
+    def execute(self, requests):
+        for request in requests:
+            self.workers.submit(request, self._generate)
+        return None
+
+    def _generate(self, request, is_cancelled):
+        began = time.perf_counter()
+        prompt = input_text(request, c.TEXT_INPUT, self.max_prompt_chars)
+        stream = bool(input_scalar(request, c.STREAM, bool, False))
+        params = parse_sampling_parameters(input_text(request, c.SAMPLING_PARAMETERS, 4096, required=False, allow_empty=True))
+        exclude = input_scalar(request, c.EXCLUDE_INPUT_IN_OUTPUT, bool, None)
+        # As in Triton's vLLM backend: the prompt is prepended unless excluded, and
+        # by default only for non-streaming requests.
+        prepend = (not exclude) if exclude is not None else not stream
+        request_id = request.request_id()
+
+        def cancelled():
+            return is_cancelled() or cancel.is_flagged(request_id)
+
+        pieces = []
+        count = 0
+        try:
+            for delta in self.engine.stream(prompt, params, cancelled):
+                if count == 0:
+                    self.ttft.observe(time.perf_counter() - began)
+                count += 1
+                if stream:
+                    yield [bytes_tensor(c.TEXT_OUTPUT, [prompt + delta if prepend and count == 1 else delta])]
+                else:
+                    pieces.append(delta)
+        finally:
+            self.tokens.increment(count)
+            cancel.clear(request_id)
+        if not stream and not cancelled():
+            yield [bytes_tensor(c.TEXT_OUTPUT, [(prompt if prepend else "") + "".join(pieces)])]
+
+    def finalize(self):
+        self.workers.join()
+        self.engine.close()

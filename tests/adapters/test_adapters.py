@@ -1,0 +1,150 @@
+"""Model adapters (model.py) against the typed fake pb_utils: error responses, streaming rules."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import fake_pb_utils as pb
+import numpy as np
+import pytest
+from audio_files import encode, tone
+
+from voicebot import contract as c
+
+REPO = Path(__file__).resolve().parents[2] / "model_repository"
+
+
+def load_model(name: str):
+    spec = importlib.util.spec_from_file_location(f"model_{name}", REPO / name / "1" / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def args_for(name: str, parameters: dict[str, str] | None = None, decoupled: bool = False) -> dict:
+    config = {
+        "name": name,
+        "parameters": {k: {"string_value": v} for k, v in (parameters or {}).items()},
+        "model_transaction_policy": {"decoupled": decoupled},
+    }
+    return {
+        "model_config": json.dumps(config),
+        "model_name": name,
+        "model_version": "1",
+        "model_repository": str(REPO / name),
+    }
+
+
+def text(name: str, value: str | bytes) -> pb.Tensor:
+    return pb.Tensor(name, np.array([value.encode() if isinstance(value, str) else value], dtype=np.object_))
+
+
+def error_text(response) -> str:
+    return response.error().message()
+
+
+def test_audio_decode_bad_request_fails_alone():
+    module = load_model("audio_decode")
+    model = module.TritonPythonModel()
+    model.initialize(args_for("audio_decode", {"max_seconds": "5"}))
+    good = pb.InferenceRequest([text(c.AUDIO_BYTES, encode(tone(1.0), 16000, "wav"))])
+    garbage = pb.InferenceRequest([text(c.AUDIO_BYTES, b"\x01\x02 not audio")])
+    too_long = pb.InferenceRequest([text(c.AUDIO_BYTES, encode(tone(6.0), 16000, "flac"))])
+    missing = pb.InferenceRequest([])
+    responses = model.execute([good, garbage, too_long, missing])
+    assert len(responses) == 4
+    assert not responses[0].has_error()
+    assert pb.get_output_tensor_by_name(responses[0], c.AUDIO).as_numpy().size == 16000
+    assert "not a decodable audio file" in error_text(responses[1])
+    assert responses[1].error().code() == pb.TritonError.INVALID_ARG
+    assert "longer than the 5 s limit" in error_text(responses[2])
+    assert "required" in error_text(responses[3])
+
+
+def test_bad_parameter_fails_initialize_with_the_model_named():
+    model = load_model("audio_decode").TritonPythonModel()
+    with pytest.raises(pb.TritonModelException, match="audio_decode.*max_seconds"):
+        model.initialize(args_for("audio_decode", {"max_seconds": "-1"}))
+
+
+class ScriptedLM:
+    """Typed fake of the LanguageModel protocol: yields a fixed list of deltas."""
+
+    def __init__(self, deltas: list[str]) -> None:
+        self.deltas = deltas
+        self.seen_params = None
+
+    def stream(self, prompt, params, cancelled):
+        self.seen_params = params
+        for delta in self.deltas:
+            if cancelled():
+                return
+            yield delta
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def llm_model(monkeypatch):
+    module = load_model("llm")
+    lm = ScriptedLM([" Paris", " is", " nice."])
+    monkeypatch.setattr(module, "load_language_model", lambda sidecar: lm)
+    model = module.TritonPythonModel()
+    model.initialize(args_for("llm", decoupled=True))
+    model.lm = lm
+    yield model
+    model.finalize()
+
+
+def run_stream(model, inputs):
+    request = pb.InferenceRequest(inputs)
+    assert model.execute([request]) is None
+    assert request.sender.done.wait(10)
+    assert request.sender.finals == 1  # exactly one final flag
+    return request.sender.responses
+
+
+def outputs(responses):
+    return [pb.get_output_tensor_by_name(r, c.TEXT_OUTPUT).as_numpy()[0].decode() for r in responses]
+
+
+def test_llm_streams_deltas_without_the_prompt(llm_model):
+    responses = run_stream(
+        llm_model, [text(c.TEXT_INPUT, "Q:"), pb.Tensor(c.STREAM, np.array([True])), text(c.SAMPLING_PARAMETERS, '{"max_tokens": 5}')]
+    )
+    assert outputs(responses) == [" Paris", " is", " nice."]
+    assert llm_model.lm.seen_params.max_tokens == 5
+
+
+def test_llm_non_streaming_prepends_prompt_like_vllm_backend(llm_model):
+    assert outputs(run_stream(llm_model, [text(c.TEXT_INPUT, "Q:")])) == ["Q: Paris is nice."]
+    excluded = run_stream(llm_model, [text(c.TEXT_INPUT, "Q:"), pb.Tensor(c.EXCLUDE_INPUT_IN_OUTPUT, np.array([True]))])
+    assert outputs(excluded) == [" Paris is nice."]
+
+
+@pytest.mark.parametrize(
+    "inputs, message",
+    [
+        ([], "'text_input' is required"),
+        ([text(c.TEXT_INPUT, "   ")], "is empty"),
+        ([text(c.TEXT_INPUT, "Q"), text(c.SAMPLING_PARAMETERS, "{bad")], "not valid JSON"),
+        ([text(c.TEXT_INPUT, b"\xff\xfe")], "UTF-8"),
+    ],
+)
+def test_llm_bad_requests_get_one_error_response(llm_model, inputs, message):
+    responses = run_stream(llm_model, inputs)
+    assert len(responses) == 1 and responses[0].has_error()
+    assert message in error_text(responses[0])
+
+
+def test_llm_stops_when_the_client_cancels(llm_model):
+    llm_model.lm.deltas = ["tok"] * 1000
+    request = pb.InferenceRequest([text(c.TEXT_INPUT, "Q"), pb.Tensor(c.STREAM, np.array([True]))])
+    request.sender.cancel()
+    llm_model.execute([request])
+    assert request.sender.done.wait(10)
+    assert len(request.sender.responses) < 1000

@@ -1,0 +1,80 @@
+"""Shared fixtures: synthetic speech, the fake pb_utils for adapters, a real tritonserver."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import fake_pb_utils  # noqa: E402
+
+# Model adapters import triton_python_backend_utils at module level; in this process
+# (never a Triton stub) that is the typed fake.
+sys.modules.setdefault("triton_python_backend_utils", fake_pb_utils)
+
+from voicebot.contract import STT_SAMPLE_RATE  # noqa: E402
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+def _require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed; `make test` installs it (apt-get install {name})")
+    return path
+
+
+@pytest.fixture(scope="session")
+def speech_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("speech")
+
+
+@pytest.fixture(scope="session")
+def speak(speech_dir: Path) -> Callable[..., Path]:
+    """Render text with espeak-ng to a 16 kHz mono WAV file (deterministic)."""
+    espeak, sox = _require_tool("espeak-ng"), _require_tool("sox")
+    counter = iter(range(10_000))
+
+    def render(text: str, speed: int = 130, voice: str = "en-us") -> Path:
+        n = next(counter)
+        raw = speech_dir / f"raw{n}.wav"
+        out = speech_dir / f"speech{n}.wav"
+        subprocess.run([espeak, "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True)
+        subprocess.run([sox, str(raw), "-r", str(STT_SAMPLE_RATE), "-c", "1", "-b", "16", str(out)], check=True)
+        return out
+
+    return render
+
+
+def wav_to_float(path: Path) -> np.ndarray:
+    import wave
+
+    with wave.open(str(path), "rb") as wav:
+        assert wav.getframerate() == STT_SAMPLE_RATE and wav.getnchannels() == 1
+        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+    return pcm.astype(np.float32) / 32768.0
+
+
+@pytest.fixture(scope="session")
+def triton() -> Iterator[object]:
+    """A real tritonserver on the real model repository, once per test session."""
+    from voicebot.serving.launcher import RUNTIME_DIR, ServerOptions, TritonServer
+
+    base = int(os.environ.get("VOICEBOT_TEST_PORT_BASE", "18000"))
+    server = TritonServer(
+        ServerOptions(http_port=base, grpc_port=base + 1, metrics_port=base + 2, runtime_dir=RUNTIME_DIR / "test")
+    )
+    try:
+        server.start(timeout=240)
+    except Exception as exc:
+        server.stop()
+        pytest.fail(f"tritonserver did not start: {exc}")
+    yield server
+    server.stop()

@@ -1,0 +1,121 @@
+"""Engines on the real packaged weights, in this process (no Triton)."""
+
+import time
+
+import numpy as np
+import pytest
+from conftest import wav_to_float
+
+from voicebot.engines.embed import EmbedderSettings, SentenceEmbedder
+from voicebot.engines.llm import load_language_model
+from voicebot.engines.stt import WhisperEngine, WhisperSettings
+from voicebot.engines.tts import PiperEngine, PiperSettings
+from voicebot.sampling import SamplingParams
+from voicebot.text import word_error_rate
+from voicebot.weights import minilm_dir, piper_voice, whisper_model_dir
+
+pytestmark = pytest.mark.slow
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Please turn off the water before you open the valve.",
+    "The train to London leaves at nine in the morning.",
+]
+
+
+@pytest.fixture(scope="module")
+def whisper():
+    return WhisperEngine(whisper_model_dir("tiny.en"), WhisperSettings(cpu_threads=2))
+
+
+@pytest.fixture(scope="module")
+def piper():
+    return PiperEngine(*piper_voice(), PiperSettings())
+
+
+def test_whisper_transcribes_speech(whisper, speak):
+    refs, hyps = [], []
+    for sentence in SENTENCES:
+        result = whisper.transcribe(wav_to_float(speak(sentence)))
+        refs.append(sentence)
+        hyps.append(result.text)
+        assert result.segments and result.segments[0].end > result.segments[0].start
+    assert word_error_rate(" ".join(refs), " ".join(hyps)) <= 0.15, hyps
+
+
+def test_whisper_gives_nothing_for_silence_and_noise(whisper):
+    assert whisper.transcribe(np.zeros(16000 * 3, np.float32)).text == ""
+    noise = (np.random.default_rng(1).standard_normal(16000 * 3) * 0.003).astype(np.float32)
+    assert whisper.transcribe(noise).text == ""
+
+
+def test_whisper_english_only_model_rejects_other_languages(whisper):
+    with pytest.raises(ValueError, match="only transcribes English"):
+        whisper.check_language("de")
+    with pytest.raises(ValueError, match="ISO code"):
+        whisper.check_language("en; drop")
+
+
+def test_piper_streams_one_chunk_per_clause(piper):
+    chunks = list(piper.synthesize("Hello there, this is the first clause of a sentence. And a second one."))
+    assert piper.sample_rate == 22050
+    assert len(chunks) >= 2
+    assert all(c.dtype == np.int16 and c.size > 2000 for c in chunks)
+    seconds = sum(c.size for c in chunks) / piper.sample_rate
+    assert 2.0 < seconds < 10.0
+
+
+def test_piper_validates_options(piper):
+    with pytest.raises(ValueError, match="length_scale"):
+        list(piper.synthesize("hi", length_scale=9.0))
+    with pytest.raises(ValueError, match="speaker"):
+        list(piper.synthesize("hi", speaker=5))
+
+
+def test_tts_to_stt_round_trip(piper, whisper):
+    from scipy.signal import resample_poly
+
+    text = "Open the settings menu and choose a new language."
+    audio = np.concatenate(list(piper.synthesize(text))).astype(np.float32) / 32768.0
+    audio16 = resample_poly(audio, 320, 441).astype(np.float32)
+    assert word_error_rate(text, whisper.transcribe(audio16).text) <= 0.15
+
+
+def test_embeddings_are_unit_vectors_and_semantic():
+    embedder = SentenceEmbedder(minilm_dir(), EmbedderSettings())
+    vectors = embedder.encode(["How do I reset the router?", "Restarting your router", "A recipe for pancakes"])
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
+    assert embedder.encode([]).shape == (0, 384)
+
+
+@pytest.fixture(scope="module")
+def llm():
+    engine = load_language_model({"engine": "llama_cpp", "llama_cpp": {"n_ctx": 1024}})
+    yield engine
+    engine.close()
+
+
+def test_llm_streams_deltas(llm):
+    params = SamplingParams(temperature=0.0, max_tokens=12)
+    deltas = list(llm.stream("Question: What is the capital of France?\nAnswer:", params, lambda: False))
+    assert 1 <= len(deltas) <= 12
+    assert "paris" in "".join(deltas).lower()
+
+
+def test_llm_cancel_stops_generation(llm):
+    params = SamplingParams(temperature=0.0, max_tokens=400, ignore_eos=True)
+    began = time.perf_counter()
+    got = []
+    for delta in llm.stream("Count: one, two, three,", params, lambda: len(got) >= 3):
+        got.append(delta)
+    assert len(got) == 3
+    assert time.perf_counter() - began < 5
+    # The context is free again at once.
+    assert list(llm.stream("Hello", SamplingParams(max_tokens=2, temperature=0.0), lambda: False))
+
+
+def test_llm_rejects_prompts_over_the_context(llm):
+    with pytest.raises(ValueError, match="context holds"):
+        list(llm.stream("word " * 3000, SamplingParams(), lambda: False))

@@ -1,0 +1,241 @@
+"""Every model through a real tritonserver, over HTTP and gRPC, with stock tritonclient."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from audio_files import encode
+from conftest import wav_to_float
+from triton_helpers import (
+    GrpcStream,
+    InferenceServerException,
+    array_input,
+    bytes_input,
+    generate_stream_sse,
+    http_client,
+    metric_value,
+)
+
+from voicebot import contract as c
+from voicebot.serving import metrics
+from voicebot.text import word_error_rate
+
+pytestmark = pytest.mark.integration
+
+QUESTIONS = [
+    "What is the capital of France and why is it famous?",
+    "How do I reset the router to its factory settings?",
+    "Which document explains how to install the package?",
+]
+PASSAGES = json.dumps(
+    [
+        {"id": "d1#0", "title": "France", "text": "Paris is the capital of France. It is famous for the Eiffel Tower."},
+        {"id": "d2#0", "title": "Router manual", "text": "Hold the reset button for ten seconds to restore factory settings."},
+    ]
+)
+
+
+@pytest.fixture(scope="module")
+def http(triton):
+    return http_client(triton.http_url)
+
+
+@pytest.fixture(scope="module")
+def grpc(triton):
+    return grpcclient.InferenceServerClient(triton.grpc_url)
+
+
+@pytest.fixture
+def stream(triton):
+    s = GrpcStream(triton.grpc_url)
+    yield s
+    s.close()
+
+
+def test_all_models_ready_over_both_protocols(http, grpc):
+    assert http.is_server_ready() and grpc.is_server_ready()
+    for name in c.MODEL_NAMES:
+        assert http.is_model_ready(name), name
+        assert grpc.is_model_ready(name), name
+    meta = http.get_model_metadata(c.LLM.name)
+    assert {t["name"] for t in meta["inputs"]} == {t.name for t in c.LLM.inputs}
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_transcribe_ensemble_on_speech(protocol, http, grpc, speak):
+    module, client = (httpclient, http) if protocol == "http" else (grpcclient, grpc)
+    hyps = []
+    for question in QUESTIONS:
+        data = speak(question).read_bytes()
+        result = client.infer(c.TRANSCRIBE.name, [bytes_input(module, c.AUDIO_BYTES, [data])])
+        hyps.append(result.as_numpy(c.TRANSCRIPT)[0].decode())
+        segments = json.loads(result.as_numpy(c.SEGMENTS)[0])
+        assert segments and {"start", "end", "text", "no_speech_prob"} <= set(segments[0])
+    assert word_error_rate(" ".join(QUESTIONS), " ".join(hyps)) <= 0.15, hyps
+
+
+@pytest.mark.parametrize("fmt", ["webm", "ogg", "mp3", "flac"])
+def test_audio_decode_accepts_browser_and_file_formats(fmt, grpc, speak):
+    pcm = wav_to_float(speak("Turn the volume down."))
+    data = encode(pcm, 16000, fmt)
+    result = grpc.infer(c.AUDIO_DECODE.name, [bytes_input(grpcclient, c.AUDIO_BYTES, [data])])
+    audio = result.as_numpy(c.AUDIO)
+    assert audio.dtype == np.float32 and abs(audio.size - pcm.size) < 0.1 * pcm.size
+
+
+def test_whisper_stt_direct_with_language(http, speak):
+    audio = wav_to_float(speak("Good morning everyone."))
+    result = http.infer(
+        c.WHISPER_STT.name,
+        [array_input(httpclient, c.AUDIO, audio, "FP32"), bytes_input(httpclient, c.LANGUAGE, ["en"])],
+    )
+    assert word_error_rate("good morning everyone", result.as_numpy(c.TRANSCRIPT)[0].decode()) <= 0.34
+
+
+def test_silence_gives_an_empty_transcript(http):
+    silence = encode(np.zeros(16000 * 2, np.float32), 16000, "wav")
+    result = http.infer(c.TRANSCRIBE.name, [bytes_input(httpclient, c.AUDIO_BYTES, [silence])])
+    assert result.as_numpy(c.TRANSCRIPT)[0].decode() == ""
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_embedder(protocol, http, grpc):
+    module, client = (httpclient, http) if protocol == "http" else (grpcclient, grpc)
+    texts = ["reset the router", "restore factory settings on the router", "bake bread"]
+    vectors = client.infer(c.EMBEDDER.name, [bytes_input(module, c.TEXT, texts)]).as_numpy(c.EMBEDDING)
+    assert vectors.shape == (3, c.EMBEDDING_DIM)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
+
+
+def test_llm_streams_over_grpc(stream):
+    params = json.dumps({"temperature": 0, "max_tokens": 16, "stop": ["\n"]})
+    got = stream.collect(
+        c.LLM.name,
+        [
+            bytes_input(grpcclient, c.TEXT_INPUT, ["Question: What is the capital of France?\nAnswer:"]),
+            array_input(grpcclient, c.STREAM, np.array([True]), "BOOL"),
+            bytes_input(grpcclient, c.SAMPLING_PARAMETERS, [params]),
+        ],
+        [c.TEXT_OUTPUT],
+    )
+    assert len(got) >= 2  # token deltas, not one block
+    assert "paris" in "".join(r.text() for r in got).lower()
+
+
+def test_llm_non_streaming_over_grpc_includes_prompt(stream):
+    prompt = "Question: What is the capital of France?\nAnswer:"
+    got = stream.collect(
+        c.LLM.name,
+        [bytes_input(grpcclient, c.TEXT_INPUT, [prompt]), bytes_input(grpcclient, c.SAMPLING_PARAMETERS, ['{"max_tokens": 8, "temperature": 0}'])],
+        [c.TEXT_OUTPUT],
+    )
+    assert len(got) == 1 and got[0].text().startswith(prompt)
+
+
+def test_llm_over_http_generate_stream(triton):
+    events = generate_stream_sse(
+        triton.http_url,
+        c.LLM.name,
+        {"text_input": "Question: What is the capital of France?\nAnswer:", "stream": True,
+         "sampling_parameters": json.dumps({"temperature": 0, "max_tokens": 8})},
+    )
+    assert len(events) >= 2 and all("text_output" in e for e in events)
+
+
+def test_plain_http_infer_on_a_decoupled_model_is_refused(http):
+    with pytest.raises(InferenceServerException):
+        http.infer(c.LLM.name, [bytes_input(httpclient, c.TEXT_INPUT, ["hi"])])
+
+
+def test_cancelling_a_long_llm_stream_stops_generation(triton):
+    before = metric_value(triton.options.host + f":{triton.options.metrics_port}", metrics.LLM_OUTPUT_TOKENS)
+    s = GrpcStream(triton.grpc_url)
+    s.send(
+        c.LLM.name,
+        [
+            bytes_input(grpcclient, c.TEXT_INPUT, ["Write a very long story about a lighthouse."]),
+            array_input(grpcclient, c.STREAM, np.array([True]), "BOOL"),
+            bytes_input(grpcclient, c.SAMPLING_PARAMETERS, ['{"max_tokens": 2000, "ignore_eos": true}']),
+        ],
+        [c.TEXT_OUTPUT],
+    )
+    for _ in range(3):
+        result, error = s.next(timeout=60)
+        assert error is None
+    s.close(cancel=True)
+    time.sleep(1.0)
+    # The engine reports its token count when a generation ends; within 1 s of the
+    # cancel it must have ended, far short of the 2000 tokens it was asked for.
+    generated = metric_value(triton.options.host + f":{triton.options.metrics_port}", metrics.LLM_OUTPUT_TOKENS) - before
+    assert 3 <= generated < 200, generated
+
+
+def test_tts_streams_clauses_and_round_trips_through_whisper(stream, http):
+    from scipy.signal import resample_poly
+
+    text = "Hold the reset button for ten seconds, then wait for the light. The router restarts by itself."
+    got = stream.collect(c.TTS.name, [bytes_input(grpcclient, c.TEXT, [text])], [c.AUDIO, c.SAMPLE_RATE])
+    assert len(got) >= 2  # one response per clause, sent as each is ready
+    rate = int(got[0].result.as_numpy(c.SAMPLE_RATE)[0])
+    assert rate == 22050
+    audio = np.concatenate([r.audio() for r in got]).astype(np.float32) / 32768.0
+    audio16 = resample_poly(audio, 320, 441).astype(np.float32)
+    result = http.infer(c.WHISPER_STT.name, [array_input(httpclient, c.AUDIO, audio16, "FP32")])
+    assert word_error_rate(text, result.as_numpy(c.TRANSCRIPT)[0].decode()) <= 0.15
+
+
+def voice_answer_inputs(question: str, passages: str = PASSAGES, params: str | None = None):
+    inputs = [bytes_input(grpcclient, c.QUESTION, [question]), bytes_input(grpcclient, c.PASSAGES, [passages])]
+    if params is not None:
+        inputs.append(bytes_input(grpcclient, c.SAMPLING_PARAMETERS, [params]))
+    return inputs
+
+
+def test_voice_answer_streams_text_then_audio(stream):
+    got = stream.collect(
+        c.VOICE_ANSWER.name, voice_answer_inputs("What is the capital of France?"), [c.TEXT_OUTPUT, c.AUDIO, c.SAMPLE_RATE]
+    )
+    texts = [r.text() for r in got if r.text() is not None]
+    audio = [r for r in got if r.audio() is not None]
+    assert len(texts) >= 2 and "paris" in "".join(texts).lower()
+    assert audio and all(int(r.result.as_numpy(c.SAMPLE_RATE)[0]) == 22050 for r in audio)
+
+
+def test_voice_answer_speaks_before_the_answer_ends(stream):
+    # A long answer (no stop, no EOS): the first clause must be spoken while tokens still flow.
+    params = json.dumps({"max_tokens": 60, "stop": [], "ignore_eos": True})
+    got = stream.collect(
+        c.VOICE_ANSWER.name, voice_answer_inputs("Tell me about Paris.", params=params), [c.TEXT_OUTPUT, c.AUDIO, c.SAMPLE_RATE]
+    )
+    text_times = [r.at for r in got if r.text() is not None]
+    audio_times = [r.at for r in got if r.audio() is not None]
+    assert audio_times and text_times
+    assert audio_times[0] < text_times[-1]
+
+
+def test_cancelling_voice_answer_cancels_the_llm(triton):
+    metrics_url = triton.options.host + f":{triton.options.metrics_port}"
+    before = metric_value(metrics_url, metrics.LLM_OUTPUT_TOKENS)
+    s = GrpcStream(triton.grpc_url)
+    params = json.dumps({"max_tokens": 1500, "stop": [], "ignore_eos": True})
+    s.send(c.VOICE_ANSWER.name, voice_answer_inputs("Tell me about Paris.", params=params), [c.TEXT_OUTPUT, c.AUDIO])
+    result, error = s.next(timeout=60)
+    assert error is None
+    s.close(cancel=True)
+    time.sleep(1.5)
+    generated = metric_value(metrics_url, metrics.LLM_OUTPUT_TOKENS) - before
+    assert 1 <= generated < 300, generated
+
+
+def test_custom_metrics_are_exported(triton):
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{triton.options.host}:{triton.options.metrics_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    for name in (metrics.STT_RTF, metrics.LLM_TTFT, metrics.LLM_OUTPUT_TOKENS, metrics.TTS_FIRST_AUDIO):
+        assert name in text, name
+    assert f'{metrics.LLM_TTFT}_bucket{{model="llm",version="1",le="0.05"}}' in text

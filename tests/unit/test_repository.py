@@ -1,0 +1,71 @@
+import json
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from voicebot.serving.config import ConfigError, param, read_sidecar, to_dataclass
+from voicebot.serving.repository import MODEL_REPOSITORY, ModelDeploy, load_profile, parse_instance_override, render
+from voicebot.engines.stt import WhisperSettings
+
+
+def parse(path):
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def test_gpu_profile_renders_gpu_instances_and_vllm_sidecar(tmp_path):
+    names = render(tmp_path / "repo", load_profile("gpu"))
+    assert "voice_answer" in names and "transcribe" in names
+    whisper = parse(tmp_path / "repo" / "whisper_stt" / "config.pbtxt")
+    assert [(g.count, model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind)) for g in whisper.instance_group] == [
+        (1, "KIND_GPU")
+    ]
+    sidecar = json.loads((tmp_path / "repo" / "llm" / "1" / "model.json").read_text())
+    assert sidecar["engine"] == "vllm" and sidecar["engine_args"]["enable_prefix_caching"] is True
+    # The source repository is untouched: deployment never edits code or configs.
+    assert "KIND_GPU" not in (MODEL_REPOSITORY / "whisper_stt" / "config.pbtxt").read_text()
+
+
+def test_cpu_profile_keeps_configs_parseable(tmp_path):
+    render(tmp_path / "repo", load_profile("cpu"))
+    for config in (tmp_path / "repo").glob("*/config.pbtxt"):
+        parse(config)
+
+
+def test_override_counts(tmp_path):
+    render(tmp_path / "repo", {"tts": ModelDeploy(kind="KIND_CPU", count=3)})
+    assert parse(tmp_path / "repo" / "tts" / "config.pbtxt").instance_group[0].count == 3
+
+
+def test_bad_profiles_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_profile("nope")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"models": {"tts": {"kind": "KIND_TPU"}}}))
+    with pytest.raises(ConfigError, match="kind must be"):
+        load_profile(str(bad))
+    with pytest.raises(ConfigError, match="do not exist"):
+        render(tmp_path / "r", {"nomodel": ModelDeploy()})
+
+
+def test_instance_override_parsing():
+    assert parse_instance_override("whisper_stt=KIND_GPU:2") == ("whisper_stt", "KIND_GPU", 2)
+    assert parse_instance_override("tts=3") == ("tts", None, 3)
+    with pytest.raises(ConfigError):
+        parse_instance_override("tts")
+    with pytest.raises(ConfigError):
+        parse_instance_override("tts=fast")
+
+
+def test_typed_config_helpers(tmp_path):
+    config = {"name": "m", "parameters": {"max_seconds": {"string_value": "30"}, "flag": {"string_value": "yes"}}}
+    assert param(config, "max_seconds", 60.0) == 30.0
+    assert param(config, "missing", 7) == 7
+    with pytest.raises(ConfigError, match="'flag'"):
+        param(config, "flag", True)
+    (tmp_path / "model.json").write_text('{"beam_size": 5, "bogus": 1}')
+    with pytest.raises(ConfigError, match="bogus"):
+        to_dataclass(WhisperSettings, read_sidecar(tmp_path), "whisper")
+    (tmp_path / "model.json").write_text("{oops")
+    with pytest.raises(ConfigError, match="invalid JSON"):
+        read_sidecar(tmp_path)

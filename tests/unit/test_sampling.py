@@ -1,0 +1,45 @@
+import json
+
+import pytest
+
+from voicebot.sampling import SamplingError, SamplingParams, parse_sampling_parameters
+from voicebot.text import ANSWER_DEFAULTS
+
+
+def test_defaults_follow_vllm():
+    p = parse_sampling_parameters(None)
+    assert (p.temperature, p.top_p, p.max_tokens, p.stop) == (1.0, 1.0, 16, ())
+
+
+def test_numeric_strings_are_accepted_like_triton_vllm_backend():
+    p = parse_sampling_parameters(json.dumps({"temperature": "0.2", "max_tokens": "40", "stop": "\n", "ignore_eos": "true"}))
+    assert p == SamplingParams(temperature=0.2, max_tokens=40, stop=("\n",), ignore_eos=True)
+
+
+def test_defaults_can_be_supplied():
+    p = parse_sampling_parameters('{"max_tokens": 5}', ANSWER_DEFAULTS)
+    assert p.max_tokens == 5 and p.temperature == 0.0 and p.stop == ANSWER_DEFAULTS.stop
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ("{", "not valid JSON"),
+        ("[1]", "JSON object"),
+        ('{"temprature": 1}', "unsupported sampling_parameters: temprature"),
+        ('{"temperature": "hot"}', "must be a number"),
+        ('{"temperature": -1}', ">= 0"),
+        ('{"max_tokens": 0}', "max_tokens"),
+        ('{"max_tokens": 1.5}', "integer"),
+        ('{"max_tokens": 100000}', "max_tokens"),
+        ('{"top_p": 0}', "top_p"),
+        ('{"top_k": 0}', "top_k"),
+        ('{"stop": [1]}', "stop"),
+        ('{"temperature": true}', "number"),
+        ('{"ignore_eos": "maybe"}', "true or false"),
+        ('{"temperature": NaN}', "finite"),
+    ],
+)
+def test_malformed_parameters_name_the_problem(raw, message):
+    with pytest.raises(SamplingError, match=message):
+        parse_sampling_parameters(raw)

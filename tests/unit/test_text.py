@@ -1,0 +1,113 @@
+import json
+
+import pytest
+
+from voicebot.text import (
+    PROMPT_PREFIX,
+    ClauseSplitter,
+    Passage,
+    PromptInputError,
+    build_prompt,
+    parse_history,
+    parse_passages,
+    split_clauses,
+    word_error_rate,
+)
+
+
+def test_sentence_ends_cut_and_keep_punctuation():
+    assert split_clauses("Paris is the capital. It has the Eiffel Tower! Why? Because.") == [
+        "Paris is the capital.",
+        "It has the Eiffel Tower!",
+        "Why?",
+        "Because.",
+    ]
+
+
+def test_soft_break_needs_four_words():
+    assert split_clauses("Yes, it is. In the north of the country, near the sea, it rains.") == [
+        "Yes, it is.",
+        "In the north of the country,",
+        "near the sea, it rains.",
+    ]
+
+
+def test_decimals_and_abbreviations_do_not_cut():
+    assert split_clauses("It costs 3.5 euros e.g. at Dr. Smith's shop. Done.") == [
+        "It costs 3.5 euros e.g. at Dr. Smith's shop.",
+        "Done.",
+    ]
+
+
+def test_streaming_matches_whole_text_for_any_delta_split():
+    text = "The tower is 330 metres tall, and it was built in 1889. Visitors climb it daily; many take the lift."
+    expected = split_clauses(text)
+    for size in (1, 2, 3, 7):
+        splitter = ClauseSplitter()
+        got = []
+        for i in range(0, len(text), size):
+            got += splitter.feed(text[i : i + size])
+        got += splitter.flush()
+        assert got == expected, size
+
+
+def test_clause_is_emitted_before_the_stream_ends():
+    splitter = ClauseSplitter()
+    assert splitter.feed("Paris is the capital of France.") == []  # needs the next character
+    assert splitter.feed(" It") == ["Paris is the capital of France."]
+    assert splitter.flush() == ["It"]
+
+
+def test_newline_cuts():
+    assert split_clauses("one two\nthree") == ["one two", "three"]
+
+
+def test_prompt_prefix_first_then_passages_history_question():
+    passages = [Passage("a", "Manual", "Press  the\nred button."), Passage("b", "", "Second.")]
+    prompt = build_prompt("  How do I   start? ", passages, ["What is it?"])
+    assert prompt.startswith(PROMPT_PREFIX)
+    tail = prompt[len(PROMPT_PREFIX) :]
+    assert tail == (
+        "Passages:\n[1] Manual: Press the red button.\n[2] Second.\n"
+        "Earlier question: What is it?\nQuestion: How do I start?\nAnswer:"
+    )
+
+
+def test_prompt_rejects_empty_and_huge_questions():
+    with pytest.raises(PromptInputError, match="empty"):
+        build_prompt("   ", [])
+    with pytest.raises(PromptInputError, match="over"):
+        build_prompt("x" * 5000, [])
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ("not json", "not valid JSON"),
+        ('{"id": 1}', "JSON list"),
+        ('[{"id": 1}]', "string 'text'"),
+        (json.dumps([{"text": "x"}] * 9), "at most"),
+        (json.dumps([{"text": "x" * 5000}]), "over"),
+    ],
+)
+def test_bad_passages(raw, message):
+    with pytest.raises(PromptInputError, match=message):
+        parse_passages(raw)
+
+
+def test_passages_parse():
+    got = parse_passages(json.dumps([{"id": 7, "title": "T", "text": " body "}, {"text": "b"}]))
+    assert got == [Passage("7", "T", "body"), Passage("2", "", "b")]
+
+
+def test_history_is_bounded_and_validated():
+    assert parse_history(None) == []
+    assert parse_history(json.dumps([f"q{i}" for i in range(10)])) == ["q6", "q7", "q8", "q9"]
+    with pytest.raises(PromptInputError):
+        parse_history('[1, 2]')
+
+
+def test_word_error_rate():
+    assert word_error_rate("the cat sat", "The cat, sat!") == 0.0
+    assert word_error_rate("the cat sat on the mat", "the cat sat on mat") == pytest.approx(1 / 6)
+    assert word_error_rate("a b", "x y z") == pytest.approx(3 / 2)

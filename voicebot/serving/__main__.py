@@ -1,0 +1,65 @@
+"""``python -m voicebot.serving``: run the embedded tritonserver until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .config import ConfigError
+from .launcher import RUNTIME_DIR, LaunchError, ServerOptions, TritonServer
+from .repository import ModelDeploy, parse_instance_override
+
+
+def parse_args(argv: list[str] | None = None) -> ServerOptions:
+    parser = argparse.ArgumentParser(prog="python -m voicebot.serving", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="bind address for HTTP, gRPC and metrics (default 127.0.0.1)")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--profile", default="cpu", help="deployment profile: cpu, gpu or a JSON file")
+    parser.add_argument(
+        "--instances", action="append", default=[], metavar="MODEL=KIND:COUNT",
+        help="override a model's instance group, e.g. whisper_stt=KIND_CPU:2 (repeatable)",
+    )
+    parser.add_argument("--runtime-dir", type=Path, default=RUNTIME_DIR)
+    parser.add_argument("--tritonserver", type=Path, default=None, help="server binary (default: the bundled one)")
+    parser.add_argument("--log-verbose", type=int, default=0)
+    parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for all models")
+    args = parser.parse_args(argv)
+    overrides = {}
+    for text in args.instances:
+        model, kind, count = parse_instance_override(text)
+        overrides[model] = ModelDeploy(kind=kind or "", count=count or 0)
+    return ServerOptions(
+        host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
+        profile=args.profile, overrides=overrides, runtime_dir=args.runtime_dir, server=args.tritonserver,
+        log_verbose=args.log_verbose,
+    ), args.timeout
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        options, timeout = parse_args(argv)
+        server = TritonServer(options)
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        with server:
+            server.start(timeout=timeout)
+            print(f"[triton] log: {server.log_path}; Ctrl-C stops", file=sys.stderr)
+            while not stop.wait(1.0):
+                if server.process is None or server.process.poll() is not None:
+                    print(f"[triton] server exited unexpectedly:\n{server.log_tail()}", file=sys.stderr)
+                    return 1
+        print("[triton] stopped", file=sys.stderr)
+        return 0
+    except (LaunchError, ConfigError) as exc:
+        print(f"[triton] error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Text logic shared by the models and the orchestrator: clauses and grounded prompts."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from .sampling import SamplingParams
+
+# Short words that end in a period without ending a sentence.
+_ABBREVIATIONS = frozenset({"e.g", "i.e", "etc", "mr", "mrs", "ms", "dr", "st", "vs", "no", "fig", "approx"})
+_SENTENCE_END = ".!?"
+_SOFT_BREAK = ",;:"
+MIN_SOFT_CLAUSE_WORDS = 4
+
+
+class ClauseSplitter:
+    """Cuts a stream of text deltas into speakable clauses as early as it safely can.
+
+    A clause ends at a sentence end (``.!?`` followed by whitespace, not an
+    abbreviation or a decimal point), at a newline, or at ``,;:`` once it holds at
+    least ``min_words`` words. TTS gets the first clause long before the answer ends.
+    """
+
+    def __init__(self, min_words: int = MIN_SOFT_CLAUSE_WORDS) -> None:
+        self._buffer = ""
+        self._min_words = min_words
+
+    def feed(self, delta: str) -> list[str]:
+        """Add a delta; return the clauses it completed (possibly none)."""
+        self._buffer += delta
+        clauses: list[str] = []
+        while (cut := self._find_cut()) is not None:
+            clause, self._buffer = self._buffer[:cut].strip(), self._buffer[cut:]
+            if clause:
+                clauses.append(clause)
+        return clauses
+
+    def flush(self) -> list[str]:
+        """The remaining text as a final clause, if any."""
+        rest, self._buffer = self._buffer.strip(), ""
+        return [rest] if rest else []
+
+    def _find_cut(self) -> int | None:
+        text = self._buffer
+        # A boundary needs the character after it, so the last one is never a cut yet.
+        for i in range(len(text) - 1):
+            ch, nxt = text[i], text[i + 1]
+            if ch == "\n":
+                return i + 1
+            if not nxt.isspace():
+                continue
+            if ch in _SENTENCE_END and not self._is_abbreviation(text[: i + 1]):
+                return i + 1
+            if ch in _SOFT_BREAK and len(text[:i].split()) >= self._min_words:
+                return i + 1
+        return None
+
+    @staticmethod
+    def _is_abbreviation(upto_period: str) -> bool:
+        if not upto_period.endswith("."):
+            return False
+        words = upto_period[:-1].split()
+        return bool(words) and words[-1].lower().strip("(\"'") in _ABBREVIATIONS
+
+
+def split_clauses(text: str, min_words: int = MIN_SOFT_CLAUSE_WORDS) -> list[str]:
+    """Split complete text into clauses, the same way a stream would be split."""
+    splitter = ClauseSplitter(min_words)
+    return splitter.feed(text) + splitter.flush()
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A retrieved passage as ``voice_answer`` receives it."""
+
+    id: str
+    title: str
+    text: str
+
+
+MAX_PASSAGES = 8
+MAX_PASSAGE_CHARS = 4000
+MAX_QUESTION_CHARS = 2000
+MAX_HISTORY = 4
+
+
+class PromptInputError(ValueError):
+    """Malformed question, passages or history; the message is safe to show a client."""
+
+
+def parse_passages(raw: str | bytes) -> list[Passage]:
+    """Parse the ``passages`` JSON list of ``{id, title, text}``."""
+    try:
+        items = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PromptInputError(f"passages is not valid JSON: {exc}") from None
+    if not isinstance(items, list):
+        raise PromptInputError("passages must be a JSON list of {id, title, text}")
+    if len(items) > MAX_PASSAGES:
+        raise PromptInputError(f"at most {MAX_PASSAGES} passages, got {len(items)}")
+    passages = []
+    for n, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+            raise PromptInputError(f"passages[{n}] must be an object with a string 'text'")
+        text = item["text"].strip()
+        if len(text) > MAX_PASSAGE_CHARS:
+            raise PromptInputError(f"passages[{n}].text is over {MAX_PASSAGE_CHARS} characters")
+        passages.append(Passage(id=str(item.get("id", n + 1)), title=str(item.get("title", "")).strip(), text=text))
+    return passages
+
+
+def parse_history(raw: str | bytes | None) -> list[str]:
+    """Parse the optional ``history`` JSON list of earlier questions (oldest first)."""
+    if raw is None or not raw.strip():
+        return []
+    try:
+        items = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PromptInputError(f"history is not valid JSON: {exc}") from None
+    if not isinstance(items, list) or not all(isinstance(q, str) for q in items):
+        raise PromptInputError("history must be a JSON list of strings")
+    return [q.strip()[:MAX_QUESTION_CHARS] for q in items[-MAX_HISTORY:] if q.strip()]
+
+
+# The fixed prefix comes first and never changes, so an engine can keep its KV cache.
+# The base (not instruction-tuned) Gemma follows a worked example far better than an
+# instruction (RUNTIME.md §3), hence the one-shot example and a newline stop.
+PROMPT_PREFIX = (
+    "Answer each question in one short sentence, using only the numbered passages.\n\n"
+    "Passages:\n"
+    "[1] Tides: Tides are caused mainly by the gravity of the Moon pulling on the oceans.\n"
+    "[2] Coffee: Coffee beans are the roasted seeds of the coffee plant.\n"
+    "Question: What causes the tides?\n"
+    "Answer: Tides are caused mainly by the Moon's gravity [1].\n\n"
+)
+
+ANSWER_DEFAULTS = SamplingParams(temperature=0.0, max_tokens=80, stop=("\n", "Question:"))
+
+
+def build_prompt(question: str, passages: Iterable[Passage], history: Iterable[str] = ()) -> str:
+    """The grounded prompt: fixed prefix, passages, earlier questions, question."""
+    question = " ".join(question.split())
+    if not question:
+        raise PromptInputError("question is empty")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise PromptInputError(f"question is over {MAX_QUESTION_CHARS} characters")
+    lines = [PROMPT_PREFIX, "Passages:\n"]
+    numbered = list(passages)
+    for n, p in enumerate(numbered, start=1):
+        body = " ".join(p.text.split())
+        lines.append(f"[{n}] {p.title}: {body}\n" if p.title else f"[{n}] {body}\n")
+    if not numbered:
+        lines.append("(none)\n")
+    for earlier in history:
+        lines.append(f"Earlier question: {earlier}\n")
+    lines.append(f"Question: {question}\nAnswer:")
+    return "".join(lines)
+
+
+def iter_words(text: str) -> Iterator[str]:
+    """Lower-case words without punctuation, for word error rate and matching."""
+    yield from re.findall(r"[a-z0-9']+", text.lower())
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level Levenshtein distance over the reference length (0.0 is perfect)."""
+    ref, hyp = list(iter_words(reference)), list(iter_words(hypothesis))
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    previous = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, start=1):
+        current = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, start=1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h))
+        previous = current
+    return previous[-1] / len(ref)
