@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-import fake_pb_utils  # noqa: E402
+import fake_pb_utils
 
 # Model adapters import triton_python_backend_utils at module level; in this process
 # (never a Triton stub) that is the typed fake.

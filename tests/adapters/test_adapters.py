@@ -63,7 +63,7 @@ def test_audio_decode_bad_request_fails_alone():
 
 def test_bad_parameter_fails_initialize_with_the_model_named():
     model = load_model("audio_decode").TritonPythonModel()
-    with pytest.raises(pb.TritonModelException, match="audio_decode.*max_seconds"):
+    with pytest.raises(pb.TritonModelException, match=r"audio_decode.*max_seconds"):
         model.initialize(args_for("audio_decode", {"max_seconds": "-1"}))
 
 
@@ -114,7 +114,12 @@ def outputs(responses):
 
 def test_llm_streams_deltas_without_the_prompt(llm_model):
     responses = run_stream(
-        llm_model, [text(c.TEXT_INPUT, "Q:"), pb.Tensor(c.STREAM, np.array([True])), text(c.SAMPLING_PARAMETERS, '{"max_tokens": 5}')]
+        llm_model,
+        [
+            text(c.TEXT_INPUT, "Q:"),
+            pb.Tensor(c.STREAM, np.array([True])),
+            text(c.SAMPLING_PARAMETERS, '{"max_tokens": 5}'),
+        ],
     )
     assert outputs(responses) == [" Paris", " is", " nice."]
     assert llm_model.lm.seen_params.max_tokens == 5

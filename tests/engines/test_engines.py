@@ -5,6 +5,7 @@ import time
 import numpy as np
 import pytest
 from conftest import wav_to_float
+from speech_corpus import QUESTIONS
 
 from voicebot.engines.embed import EmbedderSettings, SentenceEmbedder
 from voicebot.engines.llm import load_language_model
@@ -15,12 +16,6 @@ from voicebot.text import word_error_rate
 from voicebot.weights import minilm_dir, piper_voice, whisper_model_dir
 
 pytestmark = pytest.mark.slow
-
-SENTENCES = [
-    "The quick brown fox jumps over the lazy dog.",
-    "Please turn off the water before you open the valve.",
-    "The train to London leaves at nine in the morning.",
-]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +30,7 @@ def piper():
 
 def test_whisper_transcribes_speech(whisper, speak):
     refs, hyps = [], []
-    for sentence in SENTENCES:
+    for sentence in QUESTIONS:
         result = whisper.transcribe(wav_to_float(speak(sentence)))
         refs.append(sentence)
         hyps.append(result.text)

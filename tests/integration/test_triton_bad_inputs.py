@@ -102,7 +102,10 @@ BAD_STREAMS = {
     "tts text over the limit": (c.TTS.name, lambda: text_inputs(text="word " * 1000), "over the limit"),
     "tts bad length_scale": (
         c.TTS.name,
-        lambda: [*text_inputs(text="hello"), array_input(grpcclient, c.LENGTH_SCALE, np.array([50.0], np.float32), "FP32")],
+        lambda: [
+            *text_inputs(text="hello"),
+            array_input(grpcclient, c.LENGTH_SCALE, np.array([50.0], np.float32), "FP32"),
+        ],
         "length_scale",
     ),
     "voice_answer malformed passages": (
@@ -132,13 +135,16 @@ def test_bad_streaming_input_is_an_error_and_the_model_keeps_serving(case, trito
             got = stream.collect(model, text_inputs(text="All good."), [c.AUDIO, c.SAMPLE_RATE])
             assert got and got[0].audio().size > 0
         elif model == c.LLM.name:
-            got = stream.collect(model, text_inputs(text_input="Hello", sampling_parameters='{"max_tokens": 3}'), [c.TEXT_OUTPUT])
+            got = stream.collect(
+                model, text_inputs(text_input="Hello", sampling_parameters='{"max_tokens": 3}'), [c.TEXT_OUTPUT]
+            )
             assert got
         else:
             passages = json.dumps([{"id": "1", "title": "T", "text": "The sky is blue."}])
             params = json.dumps({"max_tokens": 12})
             got = stream.collect(
-                model, text_inputs(question="What colour is the sky?", passages=passages, sampling_parameters=params),
+                model,
+                text_inputs(question="What colour is the sky?", passages=passages, sampling_parameters=params),
                 [c.TEXT_OUTPUT, c.AUDIO],
             )
             assert any(r.text() for r in got)

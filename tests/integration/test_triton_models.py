@@ -9,6 +9,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from audio_files import encode
 from conftest import wav_to_float
+from speech_corpus import QUESTIONS
 from triton_helpers import (
     GrpcStream,
     InferenceServerException,
@@ -25,15 +26,14 @@ from voicebot.text import word_error_rate
 
 pytestmark = pytest.mark.integration
 
-QUESTIONS = [
-    "What is the capital of France and why is it famous?",
-    "How do I reset the router to its factory settings?",
-    "Which document explains how to install the package?",
-]
 PASSAGES = json.dumps(
     [
         {"id": "d1#0", "title": "France", "text": "Paris is the capital of France. It is famous for the Eiffel Tower."},
-        {"id": "d2#0", "title": "Router manual", "text": "Hold the reset button for ten seconds to restore factory settings."},
+        {
+            "id": "d2#0",
+            "title": "Router manual",
+            "text": "Hold the reset button for ten seconds to restore factory settings.",
+        },
     ]
 )
 
@@ -112,7 +112,7 @@ def test_embedder(protocol, http, grpc):
 
 
 def test_llm_streams_over_grpc(stream):
-    params = json.dumps({"temperature": 0, "max_tokens": 16, "stop": ["\n"]})
+    params = json.dumps({"temperature": 0, "max_tokens": 16})
     got = stream.collect(
         c.LLM.name,
         [
@@ -130,7 +130,10 @@ def test_llm_non_streaming_over_grpc_includes_prompt(stream):
     prompt = "Question: What is the capital of France?\nAnswer:"
     got = stream.collect(
         c.LLM.name,
-        [bytes_input(grpcclient, c.TEXT_INPUT, [prompt]), bytes_input(grpcclient, c.SAMPLING_PARAMETERS, ['{"max_tokens": 8, "temperature": 0}'])],
+        [
+            bytes_input(grpcclient, c.TEXT_INPUT, [prompt]),
+            bytes_input(grpcclient, c.SAMPLING_PARAMETERS, ['{"max_tokens": 8, "temperature": 0}']),
+        ],
         [c.TEXT_OUTPUT],
     )
     assert len(got) == 1 and got[0].text().startswith(prompt)
@@ -140,8 +143,11 @@ def test_llm_over_http_generate_stream(triton):
     events = generate_stream_sse(
         triton.http_url,
         c.LLM.name,
-        {"text_input": "Question: What is the capital of France?\nAnswer:", "stream": True,
-         "sampling_parameters": json.dumps({"temperature": 0, "max_tokens": 8})},
+        {
+            "text_input": "Question: What is the capital of France?\nAnswer:",
+            "stream": True,
+            "sampling_parameters": json.dumps({"temperature": 0, "max_tokens": 8}),
+        },
     )
     assert len(events) >= 2 and all("text_output" in e for e in events)
 
@@ -164,13 +170,15 @@ def test_cancelling_a_long_llm_stream_stops_generation(triton):
         [c.TEXT_OUTPUT],
     )
     for _ in range(3):
-        result, error = s.next(timeout=60)
+        _result, error = s.next(timeout=60)
         assert error is None
     s.close(cancel=True)
     time.sleep(1.0)
     # The engine reports its token count when a generation ends; within 1 s of the
     # cancel it must have ended, far short of the 2000 tokens it was asked for.
-    generated = metric_value(triton.options.host + f":{triton.options.metrics_port}", metrics.LLM_OUTPUT_TOKENS) - before
+    generated = (
+        metric_value(triton.options.host + f":{triton.options.metrics_port}", metrics.LLM_OUTPUT_TOKENS) - before
+    )
     assert 3 <= generated < 200, generated
 
 
@@ -197,7 +205,9 @@ def voice_answer_inputs(question: str, passages: str = PASSAGES, params: str | N
 
 def test_voice_answer_streams_text_then_audio(stream):
     got = stream.collect(
-        c.VOICE_ANSWER.name, voice_answer_inputs("What is the capital of France?"), [c.TEXT_OUTPUT, c.AUDIO, c.SAMPLE_RATE]
+        c.VOICE_ANSWER.name,
+        voice_answer_inputs("What is the capital of France?"),
+        [c.TEXT_OUTPUT, c.AUDIO, c.SAMPLE_RATE],
     )
     texts = [r.text() for r in got if r.text() is not None]
     audio = [r for r in got if r.audio() is not None]
@@ -209,7 +219,9 @@ def test_voice_answer_speaks_before_the_answer_ends(stream):
     # A long answer (no stop, no EOS): the first clause must be spoken while tokens still flow.
     params = json.dumps({"max_tokens": 60, "stop": [], "ignore_eos": True})
     got = stream.collect(
-        c.VOICE_ANSWER.name, voice_answer_inputs("Tell me about Paris.", params=params), [c.TEXT_OUTPUT, c.AUDIO, c.SAMPLE_RATE]
+        c.VOICE_ANSWER.name,
+        voice_answer_inputs("Tell me about Paris.", params=params),
+        [c.TEXT_OUTPUT, c.AUDIO, c.SAMPLE_RATE],
     )
     text_times = [r.at for r in got if r.text() is not None]
     audio_times = [r.at for r in got if r.audio() is not None]
@@ -223,7 +235,7 @@ def test_cancelling_voice_answer_cancels_the_llm(triton):
     s = GrpcStream(triton.grpc_url)
     params = json.dumps({"max_tokens": 1500, "stop": [], "ignore_eos": True})
     s.send(c.VOICE_ANSWER.name, voice_answer_inputs("Tell me about Paris.", params=params), [c.TEXT_OUTPUT, c.AUDIO])
-    result, error = s.next(timeout=60)
+    _result, error = s.next(timeout=60)
     assert error is None
     s.close(cancel=True)
     time.sleep(1.5)

@@ -4,9 +4,9 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from voicebot.engines.stt import WhisperSettings
 from voicebot.serving.config import ConfigError, param, read_sidecar, to_dataclass
 from voicebot.serving.repository import MODEL_REPOSITORY, ModelDeploy, load_profile, parse_instance_override, render
-from voicebot.engines.stt import WhisperSettings
 
 
 def parse(path):

@@ -12,7 +12,9 @@ def test_defaults_follow_vllm():
 
 
 def test_numeric_strings_are_accepted_like_triton_vllm_backend():
-    p = parse_sampling_parameters(json.dumps({"temperature": "0.2", "max_tokens": "40", "stop": "\n", "ignore_eos": "true"}))
+    p = parse_sampling_parameters(
+        json.dumps({"temperature": "0.2", "max_tokens": "40", "stop": "\n", "ignore_eos": "true"})
+    )
     assert p == SamplingParams(temperature=0.2, max_tokens=40, stop=("\n",), ignore_eos=True)
 
 

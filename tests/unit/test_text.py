@@ -104,7 +104,7 @@ def test_history_is_bounded_and_validated():
     assert parse_history(None) == []
     assert parse_history(json.dumps([f"q{i}" for i in range(10)])) == ["q6", "q7", "q8", "q9"]
     with pytest.raises(PromptInputError):
-        parse_history('[1, 2]')
+        parse_history("[1, 2]")
 
 
 def test_word_error_rate():

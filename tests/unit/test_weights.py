@@ -37,5 +37,5 @@ def test_missing_package_names_what_to_install(monkeypatch):
 
 
 def test_unknown_whisper_model():
-    with pytest.raises(weights.WeightsNotFound, match="tiny.en, base"):
+    with pytest.raises(weights.WeightsNotFound, match=r"tiny\.en, base"):
         weights.whisper_model_dir("large-v9")

@@ -68,7 +68,7 @@ class LlamaCppEngine:
         max_tokens = min(params.max_tokens, self.n_ctx - prompt_tokens)
         logit_bias = {self._llama.token_eos(): float("-inf")} if params.ignore_eos else None
         with self._lock:
-            chunks = self._llama.create_completion(
+            chunks: Any = self._llama.create_completion(
                 prompt,
                 max_tokens=max_tokens,
                 temperature=params.temperature,

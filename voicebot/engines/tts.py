@@ -33,7 +33,9 @@ class PiperEngine:
         options.intra_op_num_threads = settings.threads
         options.inter_op_num_threads = 1
         config = PiperConfig.from_dict(json.loads(Path(config_path).read_text(encoding="utf-8")))
-        session = onnxruntime.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(
+            str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
         self._voice = PiperVoice(session=session, config=config)
         self.settings = settings
         self.sample_rate = int(config.sample_rate)
@@ -49,14 +51,14 @@ class PiperEngine:
                 f"length_scale must be in [{self.settings.min_length_scale}, {self.settings.max_length_scale}]"
             )
 
-    def synthesize(self, text: str, speaker: int | None = None, length_scale: float | None = None) -> Iterator[np.ndarray]:
+    def synthesize(
+        self, text: str, speaker: int | None = None, length_scale: float | None = None
+    ) -> Iterator[np.ndarray]:
         """Yield int16 mono chunks at ``sample_rate``, one per clause (or sentence within it)."""
         from piper.config import SynthesisConfig
 
         self.check(speaker, length_scale)
-        config = SynthesisConfig(
-            speaker_id=speaker if self.num_speakers > 1 else None, length_scale=length_scale
-        )
+        config = SynthesisConfig(speaker_id=speaker if self.num_speakers > 1 else None, length_scale=length_scale)
         for clause in split_clauses(text):
             for chunk in self._voice.synthesize(clause, config):
                 samples = chunk.audio_int16_array

@@ -13,15 +13,20 @@ from .launcher import RUNTIME_DIR, LaunchError, ServerOptions, TritonServer
 from .repository import ModelDeploy, parse_instance_override
 
 
-def parse_args(argv: list[str] | None = None) -> ServerOptions:
+def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
     parser = argparse.ArgumentParser(prog="python -m voicebot.serving", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1", help="bind address for HTTP, gRPC and metrics (default 127.0.0.1)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="bind address for HTTP, gRPC and metrics (default 127.0.0.1)"
+    )
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--profile", default="cpu", help="deployment profile: cpu, gpu or a JSON file")
     parser.add_argument(
-        "--instances", action="append", default=[], metavar="MODEL=KIND:COUNT",
+        "--instances",
+        action="append",
+        default=[],
+        metavar="MODEL=KIND:COUNT",
         help="override a model's instance group, e.g. whisper_stt=KIND_CPU:2 (repeatable)",
     )
     parser.add_argument("--runtime-dir", type=Path, default=RUNTIME_DIR)
@@ -29,13 +34,19 @@ def parse_args(argv: list[str] | None = None) -> ServerOptions:
     parser.add_argument("--log-verbose", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for all models")
     args = parser.parse_args(argv)
-    overrides = {}
+    overrides: dict[str, ModelDeploy] = {}
     for text in args.instances:
         model, kind, count = parse_instance_override(text)
         overrides[model] = ModelDeploy(kind=kind or "", count=count or 0)
     return ServerOptions(
-        host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
-        profile=args.profile, overrides=overrides, runtime_dir=args.runtime_dir, server=args.tritonserver,
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        profile=args.profile,
+        overrides=overrides,
+        runtime_dir=args.runtime_dir,
+        server=args.tritonserver,
         log_verbose=args.log_verbose,
     ), args.timeout
 

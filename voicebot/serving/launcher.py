@@ -10,6 +10,7 @@ visible progress line, and stops it cleanly, removing its own ``/dev/shm`` regio
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -164,7 +165,7 @@ class TritonServer:
         self.models = render(repository, deploys)
         env = server_env(paths, o.runtime_dir)
         Path(env["VOICEBOT_CANCEL_DIR"]).mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the server
         self.process = subprocess.Popen(
             self.command(paths, repository),
             env=env,
@@ -181,7 +182,9 @@ class TritonServer:
         return self
 
     def _get(self, path: str, method: str = "GET") -> Any:
-        req = urllib.request.Request(f"http://{self.http_url}{path}", method=method, data=b"{}" if method == "POST" else None)
+        req = urllib.request.Request(
+            f"http://{self.http_url}{path}", method=method, data=b"{}" if method == "POST" else None
+        )
         with urllib.request.urlopen(req, timeout=2) as resp:
             body = resp.read()
             return json.loads(body) if body else None
@@ -216,8 +219,10 @@ class TritonServer:
                 progress.flush()
             if ready == total and self.is_ready():
                 if progress is not None:
-                    progress.write(f"\n[triton] ready: HTTP {self.http_url}, gRPC {self.grpc_url}, "
-                                   f"metrics {self.options.host}:{self.options.metrics_port}\n")
+                    progress.write(
+                        f"\n[triton] ready: HTTP {self.http_url}, gRPC {self.grpc_url}, "
+                        f"metrics {self.options.host}:{self.options.metrics_port}\n"
+                    )
                 return
             if elapsed > timeout:
                 raise LaunchError(f"tritonserver not ready after {timeout:.0f} s ({ready}/{total}):\n{self.log_tail()}")
@@ -241,10 +246,8 @@ class TritonServer:
                 proc.wait(5)
         if proc is not None:
             # Stubs are in the server's process group; none may outlive it.
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         for leftover in Path("/dev/shm").glob(f"{self._shm_prefix}*"):
             leftover.unlink(missing_ok=True)
         if self._log is not None:

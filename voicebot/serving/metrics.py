@@ -20,7 +20,9 @@ def _labels(args: dict[str, Any]) -> dict[str, str]:
 class Metric:
     """One labelled metric; holds its family, which Triton needs alive as long as the metric."""
 
-    def __init__(self, name: str, description: str, kind: Any, args: dict[str, Any], buckets: list[float] | None = None):
+    def __init__(
+        self, name: str, description: str, kind: Any, args: dict[str, Any], buckets: list[float] | None = None
+    ):
         self._family = pb_utils.MetricFamily(name=name, description=description, kind=kind)
         if buckets is None:
             self._metric = self._family.Metric(labels=_labels(args))

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-
 # Engines raise ValueError for inputs they cannot use; that is the client's error.
 INPUT_ERRORS = (ValueError,)
 
@@ -111,8 +110,10 @@ class StreamWorkers:
     def submit(self, request: Any, produce: Callable[[Any, Callable[[], bool]], Iterator[list[Any]]]) -> None:
         sender = request.get_response_sender()
         if not self._slots.acquire(blocking=False):
-            sender.send(error_response("model is busy: too many requests in flight", "UNAVAILABLE"),
-                        flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            sender.send(
+                error_response("model is busy: too many requests in flight", "UNAVAILABLE"),
+                flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
+            )
             return
         thread = threading.Thread(target=self._run, args=(request, sender, produce), daemon=True)
         with self._lock:

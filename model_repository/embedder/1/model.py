@@ -18,7 +18,11 @@ class TritonPythonModel:
         try:
             self.max_texts = param(config, "max_texts", 256)
             self.max_chars = param(config, "max_chars", 8000)
-            settings = to_dataclass(EmbedderSettings, read_sidecar(Path(args["model_repository"]) / args["model_version"]), "embedder model.json")
+            settings = to_dataclass(
+                EmbedderSettings,
+                read_sidecar(Path(args["model_repository"]) / args["model_version"]),
+                "embedder model.json",
+            )
             self.engine = SentenceEmbedder(minilm_dir(), settings)
         except (ConfigError, WeightsNotFound, FileNotFoundError, ValueError) as exc:
             raise pb_utils.TritonModelException(f"embedder: {exc}") from None

@@ -27,7 +27,9 @@ class TritonPythonModel:
             max_in_flight = param(config, "max_in_flight", 32)
         except (ConfigError, WeightsNotFound, FileNotFoundError, ValueError, TypeError) as exc:
             raise pb_utils.TritonModelException(f"llm: {exc}") from None
-        self.ttft = metrics.histogram(metrics.LLM_TTFT, "Time from request to first token", args, metrics.LATENCY_BUCKETS)
+        self.ttft = metrics.histogram(
+            metrics.LLM_TTFT, "Time from request to first token", args, metrics.LATENCY_BUCKETS
+        )
         self.tokens = metrics.counter(metrics.LLM_OUTPUT_TOKENS, "Generated output tokens", args)
         self.workers = StreamWorkers(pb_utils.Logger.log_error, max_in_flight)
 
@@ -40,7 +42,9 @@ class TritonPythonModel:
         began = time.perf_counter()
         prompt = input_text(request, c.TEXT_INPUT, self.max_prompt_chars)
         stream = bool(input_scalar(request, c.STREAM, bool, False))
-        params = parse_sampling_parameters(input_text(request, c.SAMPLING_PARAMETERS, 4096, required=False, allow_empty=True))
+        params = parse_sampling_parameters(
+            input_text(request, c.SAMPLING_PARAMETERS, 4096, required=False, allow_empty=True)
+        )
         exclude = input_scalar(request, c.EXCLUDE_INPUT_IN_OUTPUT, bool, None)
         # As in Triton's vLLM backend: the prompt is prepended unless excluded, and
         # by default only for non-streaming requests.

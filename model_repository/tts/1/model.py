@@ -21,7 +21,9 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         try:
             self.max_chars = param(config, "max_chars", 4000)
-            settings = to_dataclass(PiperSettings, read_sidecar(Path(args["model_repository"]) / args["model_version"]), "tts model.json")
+            settings = to_dataclass(
+                PiperSettings, read_sidecar(Path(args["model_repository"]) / args["model_version"]), "tts model.json"
+            )
             self.engine = PiperEngine(*piper_voice(), settings)
             max_in_flight = param(config, "max_in_flight", 16)
         except (ConfigError, WeightsNotFound, FileNotFoundError) as exc:
@@ -29,7 +31,9 @@ class TritonPythonModel:
         # One onnxruntime session, one synthesis at a time: two at once on 2 cores
         # only slow both (and the LLM beside them).
         self.lock = threading.Lock()
-        self.first_audio = metrics.histogram(metrics.TTS_FIRST_AUDIO, "Time from request to first audio chunk", args, metrics.LATENCY_BUCKETS)
+        self.first_audio = metrics.histogram(
+            metrics.TTS_FIRST_AUDIO, "Time from request to first audio chunk", args, metrics.LATENCY_BUCKETS
+        )
         self.workers = StreamWorkers(pb_utils.Logger.log_error, max_in_flight)
 
     def execute(self, requests):

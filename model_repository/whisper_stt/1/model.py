@@ -25,7 +25,9 @@ class TritonPythonModel:
             self.engine = WhisperEngine(whisper_model_dir(settings.model), settings)
         except (ConfigError, WeightsNotFound, FileNotFoundError) as exc:
             raise pb_utils.TritonModelException(f"{c.WHISPER_STT.name}: {exc}") from None
-        self.rtf = metrics.histogram(metrics.STT_RTF, "Whisper seconds of compute per second of audio", args, metrics.RTF_BUCKETS)
+        self.rtf = metrics.histogram(
+            metrics.STT_RTF, "Whisper seconds of compute per second of audio", args, metrics.RTF_BUCKETS
+        )
 
     def execute(self, requests):
         return respond_each(requests, self._transcribe, pb_utils.Logger.log_error)
