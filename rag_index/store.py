@@ -1,0 +1,350 @@
+"""A durable document index: SQLite holds documents, chunks and their vectors; FAISS searches.
+
+SQLite is the source of truth and changes only in transactions, so a crash or kill
+mid-ingest leaves either the whole document or none of it. The FAISS file is derived:
+it is written to a temporary file and renamed into place, tagged with the database's
+generation, and rebuilt from SQLite whenever the tags disagree (a kill between the
+commit and the save, or another process that changed the index).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import Any, Protocol
+
+import numpy as np
+
+from voicebot.contract import EMBEDDING_DIM
+
+from .chunking import chunk_sections
+from .documents import parse_document
+
+HNSW_THRESHOLD = 20_000  # below this many chunks exact search is fast enough (and exact)
+EMBED_BATCH = 32
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    source TEXT NOT NULL,
+    content_hash TEXT NOT NULL UNIQUE,
+    words INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY,
+    document_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    ordinal INTEGER NOT NULL,
+    heading TEXT NOT NULL,
+    text TEXT NOT NULL,
+    word_start INTEGER NOT NULL,
+    word_end INTEGER NOT NULL,
+    embedding BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks(document_id);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO state VALUES ('generation', 0);
+"""
+
+
+class Embedder(Protocol):
+    """Texts to L2-normalized float32 vectors of ``EMBEDDING_DIM``."""
+
+    def embed(self, texts: list[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    id: str
+    title: str
+    source: str
+    chunks: int
+    words: int
+    created: float
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    chunk_id: int
+    document_id: str
+    title: str
+    source: str
+    heading: str
+    text: str
+    score: float
+
+
+def default_index_dir() -> Path:
+    """``$VOICEBOT_INDEX_DIR``, else ``~/.local/share/voicebot/index`` (shared by the CLI and the server)."""
+    env = os.environ.get("VOICEBOT_INDEX_DIR")
+    return Path(env) if env else Path.home() / ".local" / "share" / "voicebot" / "index"
+
+
+def safe_source_name(filename: str) -> str:
+    """The file's base name only: no directories, no traversal, printable, bounded."""
+    name = PurePath(filename.replace("\\", "/")).name
+    name = "".join(ch for ch in name if ch.isprintable() and ch not in "/\\\x00").strip(". ")
+    return name[:200] or "document"
+
+
+class DocumentIndex:
+    """Add, delete, list and search documents. Thread-safe; several processes may share it."""
+
+    def __init__(self, path: Path, embedder: Embedder | None = None, use_gpu: bool = False) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.embedder = embedder
+        self.use_gpu = use_gpu
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path / "meta.sqlite", check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+        self._faiss: Any = None
+        self._on_gpu = False
+        self._generation = -1
+        with self._lock:
+            self._refresh()
+
+    # ------------------------------------------------------------------ reading
+
+    def generation(self) -> int:
+        return int(self._db.execute("SELECT value FROM state WHERE key='generation'").fetchone()[0])
+
+    def documents(self) -> list[DocumentInfo]:
+        rows = self._db.execute(
+            "SELECT d.id, d.title, d.source, COUNT(c.id), d.words, d.created FROM documents d "
+            "LEFT JOIN chunks c ON c.document_id = d.id GROUP BY d.id ORDER BY d.created"
+        ).fetchall()
+        return [DocumentInfo(*row) for row in rows]
+
+    def document(self, doc_id: str) -> DocumentInfo | None:
+        return next((d for d in self.documents() if d.id == doc_id), None)
+
+    def index_kind(self) -> str:
+        """``hnsw`` or ``flat`` (exact): what FAISS searches with right now."""
+        import faiss
+
+        with self._lock:
+            self._refresh()
+            inner = faiss.downcast_index(self._faiss.index) if hasattr(self._faiss, "index") else self._faiss
+        return "hnsw" if isinstance(inner, faiss.IndexHNSW) else "flat"
+
+    def chunk_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
+
+    def search(self, query: str | np.ndarray, k: int = 3) -> list[SearchHit]:
+        vector = self._embed([query])[0] if isinstance(query, str) else np.asarray(query, dtype=np.float32)
+        vector = vector.reshape(1, EMBEDDING_DIM)
+        with self._lock:
+            self._refresh()
+            if self._faiss is None or self._faiss.ntotal == 0:
+                return []
+            scores, ids = self._faiss.search(vector, min(k, self._faiss.ntotal))
+        hits = []
+        for score, chunk_id in zip(scores[0], ids[0], strict=True):
+            if chunk_id < 0:
+                continue
+            row = self._db.execute(
+                "SELECT c.id, c.document_id, d.title, d.source, c.heading, c.text FROM chunks c "
+                "JOIN documents d ON d.id = c.document_id WHERE c.id = ?",
+                (int(chunk_id),),
+            ).fetchone()
+            if row is not None:
+                chunk, doc, title, source, heading, text = row
+                hits.append(SearchHit(chunk, doc, title, source, heading, text, float(score)))
+        return hits
+
+    # ------------------------------------------------------------------ writing
+
+    def add(
+        self, filename: str, data: bytes, progress: Callable[[int, int], None] | None = None
+    ) -> tuple[DocumentInfo, bool]:
+        """Ingest one file; returns ``(document, created)``. The same content twice is one document."""
+        digest = hashlib.sha256(data).hexdigest()
+        existing = self._db.execute("SELECT id FROM documents WHERE content_hash = ?", (digest,)).fetchone()
+        if existing is not None:
+            info = self.document(existing[0])
+            assert info is not None
+            return info, False
+        parsed = parse_document(filename, data)
+        chunks = chunk_sections(parsed.sections)
+        vectors = np.zeros((0, EMBEDDING_DIM), np.float32)
+        parts = []
+        for start in range(0, len(chunks), EMBED_BATCH):
+            parts.append(self._embed([c.text for c in chunks[start : start + EMBED_BATCH]]))
+            if progress is not None:
+                progress(min(start + EMBED_BATCH, len(chunks)), len(chunks))
+        if parts:
+            vectors = np.concatenate(parts)
+        doc_id = uuid.uuid4().hex[:12]
+        source = safe_source_name(filename)
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM documents WHERE content_hash = ?", (digest,)).fetchone():
+                # Another writer added it while we were embedding.
+                row = db.execute("SELECT id FROM documents WHERE content_hash = ?", (digest,)).fetchone()
+                info = self.document(row[0])
+                assert info is not None
+                return info, False
+            db.execute(
+                "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?)",
+                (doc_id, parsed.title[:300], source, digest, parsed.word_count, time.time()),
+            )
+            ids = []
+            for chunk, vector in zip(chunks, vectors, strict=True):
+                cur = db.execute(
+                    "INSERT INTO chunks (document_id, ordinal, heading, text, word_start, word_end, embedding) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        doc_id,
+                        chunk.ordinal,
+                        chunk.heading,
+                        chunk.text,
+                        chunk.word_start,
+                        chunk.word_end,
+                        vector.astype(np.float32).tobytes(),
+                    ),
+                )
+                ids.append(cur.lastrowid)
+            self._faiss_add(np.asarray(ids, dtype=np.int64), vectors)
+        info = self.document(doc_id)
+        assert info is not None
+        return info, True
+
+    def delete(self, doc_id: str) -> bool:
+        with self._write() as db:
+            ids = [r[0] for r in db.execute("SELECT id FROM chunks WHERE document_id = ?", (doc_id,))]
+            deleted = db.execute("DELETE FROM documents WHERE id = ?", (doc_id,)).rowcount
+            if not deleted:
+                return False
+            db.execute("DELETE FROM chunks WHERE document_id = ?", (doc_id,))
+            self._faiss_remove(np.asarray(ids, dtype=np.int64))
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        if self.embedder is None:
+            raise RuntimeError("this index was opened without an embedder")
+        vectors = np.asarray(self.embedder.embed(texts), dtype=np.float32)
+        if vectors.shape != (len(texts), EMBEDDING_DIM):
+            raise RuntimeError(f"embedder returned shape {vectors.shape}, expected ({len(texts)}, {EMBEDDING_DIM})")
+        return vectors
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One writer at a time across processes; commit, then save FAISS tagged with the new generation."""
+        with self._lock, open(self.path / ".lock", "a+") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                self._refresh()  # include what other processes committed
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("UPDATE state SET value = value + 1 WHERE key = 'generation'")
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    self._generation = -1  # in-memory FAISS may hold the rolled-back change
+                    self._refresh()
+                    raise
+                self._generation = self.generation()
+                self._save_faiss()
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    def _faiss_files(self) -> tuple[Path, Path]:
+        return self.path / "vectors.faiss", self.path / "vectors.generation"
+
+    def _refresh(self) -> None:
+        generation = self.generation()
+        if generation == self._generation and self._faiss is not None:
+            return
+        index_file, tag_file = self._faiss_files()
+        loaded = None
+        try:
+            if int(tag_file.read_text()) == generation:
+                import faiss
+
+                loaded = faiss.read_index(str(index_file))
+        except (OSError, ValueError, RuntimeError):
+            loaded = None
+        self._faiss = self._to_device(loaded) if loaded is not None else self._rebuild()
+        self._generation = generation
+
+    def _new_faiss(self, expected: int) -> Any:
+        import faiss
+
+        inner: Any
+        if expected >= HNSW_THRESHOLD:
+            inner = faiss.IndexHNSWFlat(EMBEDDING_DIM, 32, faiss.METRIC_INNER_PRODUCT)
+            inner.hnsw.efSearch = 64
+        else:
+            inner = faiss.IndexFlatIP(EMBEDDING_DIM)
+        return faiss.IndexIDMap2(inner)
+
+    def _rebuild(self) -> Any:
+        rows = self._db.execute("SELECT id, embedding FROM chunks").fetchall()
+        index = self._new_faiss(len(rows))
+        if rows:
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), EMBEDDING_DIM)
+            index.add_with_ids(vectors, ids)
+        return self._to_device(index)
+
+    def _to_device(self, index: Any) -> Any:
+        if not self.use_gpu:
+            return index
+        import faiss
+
+        if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+            return index
+        self._gpu_resources = faiss.StandardGpuResources()
+        self._on_gpu = True
+        return faiss.index_cpu_to_gpu(self._gpu_resources, 0, index)
+
+    def _faiss_add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        total = self._faiss.ntotal + len(ids)
+        if self._faiss.ntotal < HNSW_THRESHOLD <= total:
+            self._faiss = None  # crossing the threshold: rebuilt as HNSW after commit
+        elif len(ids):
+            self._faiss.add_with_ids(vectors, ids)
+
+    def _faiss_remove(self, ids: np.ndarray) -> None:
+        if self._faiss is None or not len(ids):
+            return
+        try:
+            self._faiss.remove_ids(ids)
+        except RuntimeError:  # HNSW cannot remove: rebuild after commit
+            self._faiss = None
+
+    def _save_faiss(self) -> None:
+        import faiss
+
+        if self._faiss is None:
+            self._faiss = self._rebuild()
+        index_file, tag_file = self._faiss_files()
+        cpu_index = faiss.index_gpu_to_cpu(self._faiss) if self._on_gpu else self._faiss
+        tmp = index_file.with_suffix(".tmp")
+        faiss.write_index(cpu_index, str(tmp))
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, index_file)
+        tag_tmp = tag_file.with_suffix(".tmp")
+        tag_tmp.write_text(str(self._generation))
+        os.replace(tag_tmp, tag_file)

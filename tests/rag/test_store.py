@@ -1,0 +1,148 @@
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag_index import store as store_module
+from rag_index.store import DocumentIndex
+from voicebot.contract import EMBEDDING_DIM
+
+
+class BagOfWordsEmbedder:
+    """Deterministic stand-in for unit tests of index logic: hashed word counts, normalized."""
+
+    def embed(self, texts):
+        out = np.zeros((len(texts), EMBEDDING_DIM), np.float32)
+        for row, text in enumerate(texts):
+            for word in text.lower().split():
+                out[row, int(hashlib.md5(word.strip(".,").encode()).hexdigest(), 16) % EMBEDDING_DIM] += 1
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+
+@pytest.fixture
+def index(tmp_path):
+    idx = DocumentIndex(tmp_path / "idx", BagOfWordsEmbedder())
+    yield idx
+    idx.close()
+
+
+def test_add_search_list_delete(index):
+    router, _ = index.add("router.md", b"# Router\nHold the reset button for ten seconds to restore factory settings.")
+    bread, created = index.add("bread.txt", b"Knead the dough and bake the bread for forty minutes.")
+    assert created and {d.id for d in index.documents()} == {router.id, bread.id}
+    hits = index.search("reset button router", k=2)
+    assert hits[0].document_id == router.id and hits[0].title == "Router" and hits[0].source == "router.md"
+    assert hits[0].score > hits[1].score
+    assert index.delete(router.id)
+    assert not index.delete(router.id)
+    assert [h.document_id for h in index.search("reset button router", k=5)] == [bread.id]
+
+
+def test_same_content_is_one_document(index):
+    first, created1 = index.add("a.txt", b"same words here")
+    second, created2 = index.add("b.txt", b"same words here")
+    assert created1 and not created2 and first.id == second.id
+    assert len(index.documents()) == 1
+
+
+def test_faiss_file_is_rebuilt_when_stale_or_missing(tmp_path):
+    path = tmp_path / "idx"
+    idx = DocumentIndex(path, BagOfWordsEmbedder())
+    doc, _ = idx.add("a.txt", b"alpha beta gamma")
+    idx.close()
+    (path / "vectors.faiss").unlink()  # as if killed between the commit and the save
+    reopened = DocumentIndex(path, BagOfWordsEmbedder())
+    assert reopened.search("alpha beta", k=1)[0].document_id == doc.id
+    (path / "vectors.generation").write_text("0")  # stale tag
+    again = DocumentIndex(path, BagOfWordsEmbedder())
+    assert again.search("alpha beta", k=1)[0].document_id == doc.id
+
+
+def test_a_second_process_sees_changes(tmp_path):
+    one = DocumentIndex(tmp_path / "idx", BagOfWordsEmbedder())
+    two = DocumentIndex(tmp_path / "idx", BagOfWordsEmbedder())
+    doc, _ = two.add("a.txt", b"lighthouse keeper storm")
+    assert one.search("lighthouse storm", k=1)[0].document_id == doc.id
+    one.add("b.txt", b"garden tomato soil")
+    assert {d.source for d in two.documents()} == {"a.txt", "b.txt"}
+    assert len(two.search("garden tomato", k=5)) == 2
+
+
+def test_hnsw_above_threshold_supports_delete(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "HNSW_THRESHOLD", 5)
+    idx = DocumentIndex(tmp_path / "idx", BagOfWordsEmbedder())
+    docs = [idx.add(f"d{i}.txt", f"topic{i} words about subject{i}".encode())[0] for i in range(8)]
+    assert idx.index_kind() == "hnsw"
+    assert idx.search("topic6 subject6", k=1)[0].document_id == docs[6].id
+    assert idx.delete(docs[6].id)
+    assert all(h.document_id != docs[6].id for h in idx.search("topic6 subject6", k=8))
+
+
+def test_failed_embedding_commits_nothing(index):
+    class Broken:
+        def embed(self, texts):
+            raise RuntimeError("embedder down")
+
+    index.embedder = Broken()
+    with pytest.raises(RuntimeError):
+        index.add("x.txt", b"some text")
+    assert index.documents() == [] and index.chunk_count() == 0
+
+
+def real_documents() -> list[Path]:
+    """Real documents every Debian machine has (dpkg's specs, base-passwd's HTML)."""
+    docs = sorted(Path("/usr/share/doc/dpkg/spec").glob("*.txt"))
+    docs.append(Path("/usr/share/doc/base-passwd/users-and-groups.html"))
+    docs = [d for d in docs if d.is_file()]
+    if len(docs) < 3:
+        pytest.fail("expected dpkg and base-passwd documentation under /usr/share/doc")
+    return docs
+
+
+@pytest.mark.slow
+def test_kill_during_ingest_keeps_every_committed_document(tmp_path):
+    src = tmp_path / "docs"
+    src.mkdir()
+    words = " ".join(p.read_text(errors="replace") for p in real_documents()).split()
+    for n in range(40):  # 40 distinct real-text files
+        (src / f"part{n:02d}.txt").write_text(" ".join(words[n * 300 : n * 300 + 900]) or f"tail {n}")
+    index_dir = tmp_path / "idx"
+    cmd = [sys.executable, "-m", "rag_index", "--index", str(index_dir), "--embedder", "local", "ingest", str(src)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    db = index_dir / "meta.sqlite"
+    deadline = time.monotonic() + 120
+    committed = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.exists():
+            with sqlite3.connect(db) as conn:
+                try:
+                    committed = conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+                except sqlite3.OperationalError:
+                    committed = 0
+        if committed >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "ingest finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    index = DocumentIndex(index_dir, BagOfWordsEmbedder())
+    docs = index.documents()
+    assert 3 <= len(docs) < 40
+    assert all(d.chunks > 0 for d in docs)
+    assert index._faiss.ntotal == index.chunk_count()  # every committed chunk is searchable
+    first = index.search(np.asarray(index.embedder.embed(["x"])[0]), k=1)
+    assert first
+    index.close()
+    # Ingest again: finishes, and the documents already in are not duplicated.
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("already indexed") >= len(docs)
+    assert len(DocumentIndex(index_dir).documents()) == 40
