@@ -22,7 +22,8 @@ PYTEST_ARGS ?=
 .PHONY: help setup run triton test lint bench clean system-deps
 
 help:
-	@echo "make run    - install what is missing, start Triton (all models) on 127.0.0.1"
+	@echo "make run    - install what is missing, start Triton (all models) and the orchestrator on 127.0.0.1"
+	@echo "make triton - Triton alone"
 	@echo "make test   - install what is missing, run the whole test suite"
 	@echo "make lint   - ruff + mypy"
 	@echo "make bench  - benchmarks (see benchmarks/)"
@@ -57,16 +58,17 @@ system-deps:
 	fi
 
 run: setup
-	$(VENV)/bin/voicebot-triton
+	$(VENV)/bin/voicebot-orchestrator --with-triton
 
-triton: run
+triton: setup
+	$(VENV)/bin/voicebot-triton
 
 test: setup
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check voicebot model_repository tests triton
-	$(VENV)/bin/ruff format --check voicebot model_repository tests triton
+	$(VENV)/bin/ruff check voicebot rag_index orchestrator model_repository tests triton
+	$(VENV)/bin/ruff format --check voicebot rag_index orchestrator model_repository tests triton
 	$(VENV)/bin/mypy
 
 bench: setup

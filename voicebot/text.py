@@ -14,6 +14,8 @@ _ABBREVIATIONS = frozenset({"e.g", "i.e", "etc", "mr", "mrs", "ms", "dr", "st", 
 _SENTENCE_END = ".!?"
 _SOFT_BREAK = ",;:"
 MIN_SOFT_CLAUSE_WORDS = 4
+# A run-on answer without punctuation would otherwise hold back all speech until it ends.
+MAX_CLAUSE_WORDS = 24
 
 
 class ClauseSplitter:
@@ -21,12 +23,14 @@ class ClauseSplitter:
 
     A clause ends at a sentence end (``.!?`` followed by whitespace, not an
     abbreviation or a decimal point), at a newline, or at ``,;:`` once it holds at
-    least ``min_words`` words. TTS gets the first clause long before the answer ends.
+    least ``min_words`` words, or, failing all of those, before a word that would make it
+    longer than ``max_words``. TTS gets the first clause long before the answer ends.
     """
 
-    def __init__(self, min_words: int = MIN_SOFT_CLAUSE_WORDS) -> None:
+    def __init__(self, min_words: int = MIN_SOFT_CLAUSE_WORDS, max_words: int = MAX_CLAUSE_WORDS) -> None:
         self._buffer = ""
         self._min_words = min_words
+        self._max_words = max_words
 
     def feed(self, delta: str) -> list[str]:
         """Add a delta; return the clauses it completed (possibly none)."""
@@ -45,8 +49,13 @@ class ClauseSplitter:
 
     def _find_cut(self) -> int | None:
         text = self._buffer
+        words = 0
         # A boundary needs the character after it, so the last one is never a cut yet.
         for i in range(len(text) - 1):
+            if text[i].isspace() and not text[i + 1].isspace():
+                words += 1
+                if words >= self._max_words and text[:i].strip():
+                    return i + 1
             ch, nxt = text[i], text[i + 1]
             if ch == "\n":
                 return i + 1
@@ -137,7 +146,8 @@ PROMPT_PREFIX = (
     "Answer: Tides are caused mainly by the Moon's gravity [1].\n\n"
 )
 
-ANSWER_DEFAULTS = SamplingParams(temperature=0.0, max_tokens=80, stop=("\n", "Question:"))
+# A mild repetition penalty stops the small model's digit and phrase loops ("1000000...").
+ANSWER_DEFAULTS = SamplingParams(temperature=0.0, max_tokens=80, stop=("\n", "Question:"), repetition_penalty=1.1)
 
 
 def build_prompt(question: str, passages: Iterable[Passage], history: Iterable[str] = ()) -> str:

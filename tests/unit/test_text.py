@@ -111,3 +111,9 @@ def test_word_error_rate():
     assert word_error_rate("the cat sat", "The cat, sat!") == 0.0
     assert word_error_rate("the cat sat on the mat", "the cat sat on mat") == pytest.approx(1 / 6)
     assert word_error_rate("a b", "x y z") == pytest.approx(3 / 2)
+
+
+def test_run_on_text_is_cut_at_the_word_limit():
+    text = " ".join(f"w{i}" for i in range(60))
+    clauses = ClauseSplitter(max_words=24).feed(text + " ")
+    assert [len(c.split()) for c in clauses] == [24, 24]

@@ -1,0 +1,58 @@
+"""``python -m orchestrator``: serve the orchestrator (optionally with the embedded Triton)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import logs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator", description=__doc__)
+    parser.add_argument("--with-triton", action="store_true", help="start the embedded tritonserver first (make run)")
+    parser.add_argument("--host", default=None, help="bind address (VOICEBOT_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port (VOICEBOT_PORT, default 8080)")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+
+    import uvicorn
+    from pydantic import ValidationError
+
+    from voicebot.serving.launcher import LaunchError, ServerOptions, TritonServer
+
+    from .app import create_app
+    from .settings import Settings
+
+    logs.configure(args.log_level)
+    try:
+        overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        print(f"invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    server = None
+    try:
+        if args.with_triton:
+            server = TritonServer(ServerOptions())
+            server.start()
+        print(f"[orchestrator] http://{settings.host}:{settings.port}/  (WebSocket /v1/voice)", file=sys.stderr)
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            ws_max_size=max(settings.max_frame_bytes * 4, 1 << 20),
+            ws_ping_interval=20,
+        )
+    except LaunchError as exc:
+        print(f"[triton] error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if server is not None:
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

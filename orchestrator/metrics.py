@@ -1,0 +1,35 @@
+"""Prometheus metrics of the orchestrator (one registry per app, served at ``/metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+STAGE_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0)
+STAGES = ("stt", "retrieval", "llm_first_token", "tts_first_audio", "first_audio", "total", "partial_stt")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.stage_seconds = Histogram(
+            "voicebot_stage_seconds",
+            "Latency of each stage of a turn",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=self.registry,
+        )
+        self.turns = Counter(
+            "voicebot_turns_total", "Turns by kind and outcome", ["kind", "outcome"], registry=self.registry
+        )
+        self.errors = Counter(
+            "voicebot_errors_total", "Errors sent to clients, by code", ["code"], registry=self.registry
+        )
+        self.active_sessions = Gauge("voicebot_active_sessions", "Open voice sessions", registry=self.registry)
+        self.index_documents = Gauge("voicebot_index_documents", "Documents in the index", registry=self.registry)
+        self.index_chunks = Gauge("voicebot_index_chunks", "Chunks in the index", registry=self.registry)
+
+    def observe_timings(self, timings: dict[str, float]) -> None:
+        for key, ms in timings.items():
+            stage = key.removesuffix("_ms")
+            if stage in STAGES:
+                self.stage_seconds.labels(stage).observe(ms / 1000.0)

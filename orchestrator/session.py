@@ -1,0 +1,328 @@
+"""Turns and voice sessions: audio in, transcript, citations, streamed tokens and audio out.
+
+A :class:`TurnRunner` runs one turn against the three services and emits events; a
+:class:`VoiceSession` holds one WebSocket's state (recording, partial transcripts,
+the running turn, history) and turns client events into turns, cancelling the running
+one on barge-in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from voicebot.contract import STT_SAMPLE_RATE, EventType
+
+from .logs import turn_id as turn_id_var
+from .metrics import Metrics
+from .protocol import PCM_ENCODING, Cancel, ProtocolError, Start, Stop, TextTurn, error_event, event, parse_client_event
+from .services import Answerer, AudioChunk, Retriever, ServiceError, SpeechToText
+from .settings import Settings
+
+log = logging.getLogger("voicebot.session")
+
+SendEvent = Callable[[dict[str, Any]], Awaitable[None]]
+SendAudio = Callable[[dict[str, Any], bytes], Awaitable[None]]
+CANCEL_GRACE_S = 2.0
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+@dataclass
+class Services:
+    stt: SpeechToText
+    retriever: Retriever
+    answerer: Answerer
+
+
+class TurnRunner:
+    """One question, from audio or text, to a finished (or failed) answer."""
+
+    def __init__(self, services: Services, settings: Settings, metrics: Metrics) -> None:
+        self.services = services
+        self.settings = settings
+        self.metrics = metrics
+
+    async def run(
+        self,
+        send_event: SendEvent,
+        send_audio: SendAudio,
+        history: deque[str],
+        *,
+        text: str | None = None,
+        audio: bytes | None = None,
+        encoding: str = PCM_ENCODING,
+        speak: bool = True,
+        began: float | None = None,
+        turn_id: str | None = None,
+    ) -> None:
+        began = began if began is not None else time.perf_counter()
+        turn_id = turn_id or uuid.uuid4().hex[:12]
+        turn_id_var.set(turn_id)  # this task's context: every log line of the turn carries it
+        kind = "voice" if audio is not None else "text"
+        timings: dict[str, int] = {}
+        try:
+            async with asyncio.timeout(self.settings.turn_timeout_s):
+                if audio is not None:
+                    text = await self.services.stt.transcribe(audio, encoding, turn_id)
+                    timings["stt_ms"] = _ms(time.perf_counter() - began)
+                    await send_event(event(EventType.TRANSCRIPT, text=text, final=True))
+                    if not text:
+                        await send_event(error_event("no_speech", "No speech was recognised; please try again."))
+                        self.metrics.errors.labels("no_speech").inc()
+                        self.metrics.turns.labels(kind, "no_speech").inc()
+                        return
+                else:
+                    timings["stt_ms"] = 0
+                assert text is not None
+                # A follow-up ("and the other one?") is retrieved together with the question before it.
+                query = f"{history[-1]} {text}" if history else text
+                t_retrieval = time.perf_counter()
+                hits = await self.services.retriever.retrieve(query, self.settings.top_k, turn_id)
+                timings["retrieval_ms"] = _ms(time.perf_counter() - t_retrieval)
+                await send_event(
+                    event(
+                        EventType.CITATIONS,
+                        items=[
+                            {
+                                "id": f"{h.document_id}#{h.chunk_id}",
+                                "document_id": h.document_id,
+                                "title": h.title,
+                                "source": h.source,
+                                "text": h.text,
+                                "score": round(h.score, 4),
+                            }
+                            for h in hits
+                        ],
+                    )
+                )
+                t_answer = time.perf_counter()
+                seq = 0
+                async for item in self.services.answerer.answer(text, hits, list(history), speak, turn_id):
+                    now = time.perf_counter()
+                    if isinstance(item, AudioChunk):
+                        if "tts_first_audio_ms" not in timings:
+                            timings["tts_first_audio_ms"] = _ms(now - t_answer)
+                            timings["first_audio_ms"] = _ms(now - began)
+                        header = event(EventType.AUDIO, sample_rate=item.sample_rate, encoding=PCM_ENCODING, seq=seq)
+                        await send_audio(header, item.pcm)
+                        seq += 1
+                    else:
+                        timings.setdefault("llm_first_token_ms", _ms(now - t_answer))
+                        await send_event(event(EventType.TOKEN, text=item.text))
+                history.append(text)
+                timings["total_ms"] = _ms(time.perf_counter() - began)
+                for key in ("llm_first_token_ms", "tts_first_audio_ms", "first_audio_ms"):
+                    timings.setdefault(key, -1)  # -1: that stage produced nothing (e.g. speak=false)
+                await send_event(event(EventType.DONE, turn_id=turn_id, timings=timings))
+                self.metrics.observe_timings({k: v for k, v in timings.items() if v >= 0})
+                self.metrics.turns.labels(kind, "ok").inc()
+                log.info("turn done", extra={"timings": timings})
+        except ServiceError as exc:
+            self.metrics.errors.labels(exc.code).inc()
+            self.metrics.turns.labels(kind, "error").inc()
+            log.warning("turn failed: %s", exc, extra={"code": exc.code})
+            await send_event(error_event(exc.code, str(exc)))
+        except TimeoutError:
+            self.metrics.errors.labels("turn_timeout").inc()
+            self.metrics.turns.labels(kind, "error").inc()
+            await send_event(error_event("turn_timeout", f"the turn took over {self.settings.turn_timeout_s:g} s"))
+        except asyncio.CancelledError:
+            self.metrics.turns.labels(kind, "cancelled").inc()
+            raise
+
+
+@dataclass
+class Recording:
+    encoding: str
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    data: bytearray = field(default_factory=bytearray)
+    partial_at: int = 0  # bytes already covered by the last partial transcript
+    began: float = field(default_factory=time.perf_counter)
+
+    def seconds(self) -> float:
+        if self.encoding == PCM_ENCODING:
+            return len(self.data) / (2 * STT_SAMPLE_RATE)
+        return 0.0  # encoded: its length is known once decoded; bytes are bounded instead
+
+
+class VoiceSession:
+    """One WebSocket's conversation. Events in, events out; one bad input never ends it."""
+
+    def __init__(
+        self,
+        runner: TurnRunner,
+        settings: Settings,
+        metrics: Metrics,
+        send_text: Callable[[str], Awaitable[None]],
+        send_bytes: Callable[[bytes], Awaitable[None]],
+        session_id: str,
+    ) -> None:
+        self.runner = runner
+        self.settings = settings
+        self.metrics = metrics
+        self._send_text = send_text
+        self._send_bytes = send_bytes
+        self.session_id = session_id
+        self._send_lock = asyncio.Lock()
+        self.history: deque[str] = deque(maxlen=settings.history_turns)
+        self.recording: Recording | None = None
+        self.turn: asyncio.Task[None] | None = None
+        self.partial: asyncio.Task[None] | None = None
+        self._stray_frames_reported = False
+        self._turn_live = False  # false from the moment a turn is cancelled: nothing more of it goes out
+
+    # ---------------------------------------------------------------- sending
+
+    async def send_event(self, payload: dict[str, Any]) -> None:
+        async with self._send_lock:
+            await self._send_text(json.dumps(payload))
+
+    async def _turn_event(self, payload: dict[str, Any]) -> None:
+        if self._turn_live:
+            await self.send_event(payload)
+
+    async def _turn_audio(self, header: dict[str, Any], pcm: bytes) -> None:
+        if not self._turn_live:
+            return
+        async with self._send_lock:  # the header and its binary frame stay adjacent
+            await self._send_text(json.dumps(header))
+            await self._send_bytes(pcm)
+
+    async def error(self, code: str, message: str) -> None:
+        self.metrics.errors.labels(code).inc()
+        log.info("client error: %s", message, extra={"code": code, "session": self.session_id})
+        await self.send_event(error_event(code, message))
+
+    # ---------------------------------------------------------------- client input
+
+    async def on_text(self, raw: str) -> None:
+        try:
+            message = parse_client_event(raw, self.settings.max_text_chars)
+        except ProtocolError as exc:
+            await self.error(exc.code, str(exc))
+            return
+        if isinstance(message, Start):  # barge-in when an answer is still streaming
+            await self._cancel_turn()
+            self.recording = Recording(encoding=message.encoding)
+            self._stray_frames_reported = False
+        elif isinstance(message, Stop):
+            await self._stop()
+        elif isinstance(message, Cancel):
+            self.recording = None
+            await self._cancel_turn(always_announce=True)
+        elif isinstance(message, TextTurn):
+            await self._cancel_turn()
+            self.recording = None
+            self._start_turn(text=message.text, speak=message.speak)
+
+    async def on_bytes(self, data: bytes) -> None:
+        rec = self.recording
+        if rec is None:
+            if not self._stray_frames_reported:
+                self._stray_frames_reported = True
+                await self.error("no_recording", "audio frame without a 'start' event; send start first")
+            return
+        if len(data) > self.settings.max_frame_bytes:
+            await self.error("frame_too_large", f"audio frames are limited to {self.settings.max_frame_bytes} bytes")
+            return
+        if rec.encoding == PCM_ENCODING and len(data) % 2:
+            await self.error("bad_frame", "pcm_s16le frames must hold whole 16-bit samples")
+            return
+        rec.data.extend(data)
+        too_long = rec.seconds() > self.settings.max_audio_seconds
+        too_big = rec.encoding != PCM_ENCODING and len(rec.data) > self.settings.max_upload_bytes
+        if too_long or too_big:
+            self.recording = None
+            await self.error(
+                "audio_too_long",
+                f"a turn is limited to {self.settings.max_audio_seconds:g} s of audio; recording dropped",
+            )
+            return
+        self._maybe_partial(rec)
+
+    def queue_full(self) -> Awaitable[None]:
+        return self.error("too_many_queued_frames", f"over {self.settings.max_queued_frames} messages waiting; dropped")
+
+    # ---------------------------------------------------------------- partial transcripts
+
+    def _maybe_partial(self, rec: Recording) -> None:
+        interval_bytes = int(self.settings.partial_interval_s * 2 * STT_SAMPLE_RATE)
+        if rec.encoding == PCM_ENCODING:
+            due = len(rec.data) - rec.partial_at >= interval_bytes
+        else:
+            due = time.perf_counter() - rec.began >= self.settings.partial_interval_s * (rec.partial_at + 1)
+        if not due or (self.partial is not None and not self.partial.done()):
+            return  # STT is busy: skip this partial rather than queue behind it
+        rec.partial_at = len(rec.data) if rec.encoding == PCM_ENCODING else rec.partial_at + 1
+        self.partial = asyncio.create_task(self._partial(rec, bytes(rec.data)))
+
+    async def _partial(self, rec: Recording, audio: bytes) -> None:
+        began = time.perf_counter()
+        try:
+            text = await self.runner.services.stt.transcribe(audio, rec.encoding, f"{rec.id}-partial")
+        except ServiceError:
+            return  # an incomplete container may not decode yet; the final transcript will
+        if self.recording is rec and text:
+            self.metrics.stage_seconds.labels("partial_stt").observe(time.perf_counter() - began)
+            await self.send_event(event(EventType.TRANSCRIPT, text=text, final=False))
+
+    # ---------------------------------------------------------------- turns
+
+    async def _stop(self) -> None:
+        rec, self.recording = self.recording, None
+        if rec is None:
+            await self.error("no_recording", "'stop' without a 'start'")
+            return
+        if not rec.data:
+            await self.error("empty_audio", "no audio was received between start and stop")
+            return
+        if self.partial is not None and not self.partial.done():
+            self.partial.cancel()  # its result is moot; the final transcript goes first
+        self._start_turn(audio=bytes(rec.data), encoding=rec.encoding)
+
+    def _start_turn(self, **kwargs: Any) -> None:
+        turn_id = uuid.uuid4().hex[:12]
+        self._turn_live = True
+        self.turn = asyncio.create_task(
+            self.runner.run(
+                self._turn_event, self._turn_audio, self.history, began=time.perf_counter(), turn_id=turn_id, **kwargs
+            ),
+            name=f"turn-{turn_id}",
+        )
+
+    async def _cancel_turn(self, always_announce: bool = False) -> None:
+        """Stop the running turn (its Triton streams are cancelled with it), then say so."""
+        task, self.turn = self.turn, None
+        running = task is not None and not task.done()
+        self._turn_live = False  # from here on nothing of that turn reaches the client
+        if task is not None and running:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, CANCEL_GRACE_S)
+        if running or always_announce:
+            await self.send_event(event(EventType.CANCELLED))
+
+    async def close(self) -> None:
+        self._turn_live = False
+        for task in (self.turn, self.partial):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(task, CANCEL_GRACE_S)
+
+
+def sse_audio(header: dict[str, Any], pcm: bytes) -> dict[str, Any]:
+    """The audio event for Server-Sent Events, where no binary frame can follow: base64 inline."""
+    return {**header, "data": base64.b64encode(pcm).decode("ascii")}

@@ -1,0 +1,58 @@
+"""All orchestrator settings, from ``VOICEBOT_*`` environment variables (or a ``.env`` file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rag_index import default_index_dir
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VOICEBOT_", env_file=".env", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    triton_grpc_url: str = "127.0.0.1:8001"
+    triton_http_url: str = "127.0.0.1:8000"
+    index_dir: Path = Field(default_factory=default_index_dir)
+    webapp_dir: Path = Path(__file__).resolve().parents[1] / "webapp" / "dist"
+    api_token: str | None = None
+    cors_origins: list[str] = Field(default_factory=list)
+
+    top_k: int = Field(3, ge=1, le=8)
+    history_turns: int = Field(3, ge=0, le=10)
+    partial_interval_s: float = Field(1.0, gt=0.1, le=10)
+    language: str = "en"
+
+    # Limits: every one configurable, every one bounded.
+    max_audio_seconds: float = Field(60.0, gt=0, le=600)
+    max_frame_bytes: int = Field(64 * 1024, ge=640, le=4 * 1024 * 1024)
+    max_upload_mb: float = Field(20.0, gt=0, le=1024)
+    max_documents: int = Field(1000, ge=1)
+    max_sessions: int = Field(16, ge=1, le=1024)
+    max_queued_frames: int = Field(256, ge=8)
+    max_text_chars: int = Field(2000, ge=10, le=20000)
+    turn_timeout_s: float = Field(120.0, gt=1)
+
+    @field_validator("api_token")
+    @classmethod
+    def _token(cls, value: str | None) -> str | None:
+        if value is not None and value.strip() == "":
+            return None
+        if value is not None and len(value) < 8:
+            raise ValueError("VOICEBOT_API_TOKEN must be at least 8 characters")
+        return value
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str) -> str:
+        if not value.isalpha() or len(value) > 3:
+            raise ValueError("VOICEBOT_LANGUAGE must be an ISO code such as 'en'")
+        return value.lower()
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
