@@ -51,7 +51,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        index = await asyncio.to_thread(DocumentIndex, settings.index_dir, TritonEmbedder(settings.triton_http_url))
+        embedder = TritonEmbedder(settings.triton_http_url)
+        index = await asyncio.to_thread(DocumentIndex, settings.index_dir, embedder)
         triton = TritonServices(settings.triton_grpc_url, index, settings.language)
         app.state.index = index
         app.state.triton = triton
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         finally:
             await triton.close()
             index.close()
+            embedder.close()
 
     app = FastAPI(title="voicebot", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings

@@ -23,6 +23,9 @@ class TritonEmbedder:
         except Exception:
             return False
 
+    def close(self) -> None:
+        self._client.close()
+
     def embed(self, texts: list[str]) -> np.ndarray:
         data = np.array([t.encode("utf-8") for t in texts], dtype=np.object_)
         tensor = self._http.InferInput(c.TEXT, list(data.shape), "BYTES")

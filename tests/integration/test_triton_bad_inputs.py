@@ -16,7 +16,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def http(triton):
-    return http_client(triton.http_url)
+    client = http_client(triton.http_url)
+    yield client
+    client.close()  # an open keep-alive connection would hold up the server's shutdown
 
 
 def valid_transcribe(http):

@@ -40,12 +40,16 @@ PASSAGES = json.dumps(
 
 @pytest.fixture(scope="module")
 def http(triton):
-    return http_client(triton.http_url)
+    client = http_client(triton.http_url)
+    yield client
+    client.close()  # an open keep-alive connection would hold up the server's shutdown
 
 
 @pytest.fixture(scope="module")
 def grpc(triton):
-    return grpcclient.InferenceServerClient(triton.grpc_url)
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    yield client
+    client.close()
 
 
 @pytest.fixture

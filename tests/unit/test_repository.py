@@ -44,7 +44,7 @@ def test_bad_profiles_are_named(tmp_path):
     bad.write_text(json.dumps({"models": {"tts": {"kind": "KIND_TPU"}}}))
     with pytest.raises(ConfigError, match="kind must be"):
         load_profile(str(bad))
-    with pytest.raises(ConfigError, match="do not exist"):
+    with pytest.raises(ConfigError, match="no such models: nomodel"):
         render(tmp_path / "r", {"nomodel": ModelDeploy()})
 
 

@@ -160,7 +160,7 @@ class VllmEngine:
             finally:
                 deltas.put(None)
 
-        asyncio.run_coroutine_threadsafe(produce(), self._loop)
+        producer = asyncio.run_coroutine_threadsafe(produce(), self._loop)
         finished = False
         try:
             while True:
@@ -180,6 +180,7 @@ class VllmEngine:
         finally:
             if not finished:
                 asyncio.run_coroutine_threadsafe(self._engine.abort(request_id), self._loop)
+                producer.cancel()
 
     def close(self) -> None:
         shutdown = getattr(self._engine, "shutdown", None)

@@ -110,6 +110,8 @@ class ServerOptions:
     server: Path | None = None
     log_verbose: int = 0
     extra_args: list[str] = field(default_factory=list)
+    models: list[str] | None = None  # a subset of the repository; None serves every model
+    exit_timeout: int = 10
 
 
 class TritonServer:
@@ -149,6 +151,8 @@ class TritonServer:
             "--model-control-mode=none",
             "--strict-readiness=true",
             "--exit-on-error=true",
+            # Shutdown waits this long for open client connections and in-flight requests.
+            f"--exit-timeout-secs={o.exit_timeout}",
             f"--log-verbose={o.log_verbose}",
             *o.extra_args,
         ]
@@ -162,7 +166,7 @@ class TritonServer:
             base = deploys.get(model, ModelDeploy())
             deploys[model] = ModelDeploy(override.kind or base.kind, override.count or base.count, base.sidecar)
         repository = o.runtime_dir / f"model_repository-{o.http_port}"
-        self.models = render(repository, deploys)
+        self.models = render(repository, deploys, only=self.options.models)
         env = server_env(paths, o.runtime_dir)
         Path(env["VOICEBOT_CANCEL_DIR"]).mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the server
@@ -234,13 +238,13 @@ class TritonServer:
         except OSError:
             return "(no log)"
 
-    def stop(self, timeout: float = 15.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         """SIGINT (Triton unloads models and exits), then SIGKILL after ``timeout``."""
         proc, self.process = self.process, None
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             try:
-                proc.wait(timeout)
+                proc.wait(timeout if timeout is not None else self.options.exit_timeout + 5)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)

@@ -82,14 +82,21 @@ def instance_group(deploy: ModelDeploy) -> str:
     return f"instance_group [ {{ count: {deploy.count}, kind: {deploy.kind} }} ]"
 
 
-def render(target: Path, deploys: dict[str, ModelDeploy], source: Path = MODEL_REPOSITORY) -> list[str]:
-    """Write the repository for ``deploys`` into ``target`` (replaced whole); return model names."""
-    unknown = set(deploys) - {p.name for p in source.iterdir() if (p / "config.pbtxt").is_file()}
+def render(
+    target: Path, deploys: dict[str, ModelDeploy], source: Path = MODEL_REPOSITORY, only: list[str] | None = None
+) -> list[str]:
+    """Write the repository for ``deploys`` into ``target`` (replaced whole); return model names.
+
+    ``only`` keeps a subset of the models (a quick server for tests or a single-model host).
+    """
+    available = {p.name for p in source.iterdir() if (p / "config.pbtxt").is_file()}
+    unknown = (set(deploys) | set(only or ())) - available
     if unknown:
-        raise ConfigError(f"profile names models that do not exist: {', '.join(sorted(unknown))}")
+        raise ConfigError(f"no such models: {', '.join(sorted(unknown))} (have: {', '.join(sorted(available))})")
     staging = target.with_name(target.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    skipped = available - set(only) if only else set()
+    shutil.copytree(source, staging, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", *skipped))
     names = []
     for model_dir in sorted(p for p in staging.iterdir() if (p / "config.pbtxt").is_file()):
         names.append(model_dir.name)
