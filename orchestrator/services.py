@@ -138,15 +138,13 @@ class TritonServices:
             from voicebot.text import Passage
 
             prompt = build_prompt(question, [Passage(p.document_id, p.title, p.text) for p in passages], history)
-            sampling = {k: list(v) if isinstance(v, tuple) else v for k, v in ANSWER_DEFAULTS.__dict__.items()}
-            sampling = {k: v for k, v in sampling.items() if v is not None}
             stream_flag = InferInput(c.STREAM, [1], "BOOL")
             stream_flag.set_data_from_numpy(np.array([True]))
             model, outputs = c.LLM.name, [c.TEXT_OUTPUT]
             inputs = [
                 _bytes_input(c.TEXT_INPUT, [prompt.encode()]),
                 stream_flag,
-                _bytes_input(c.SAMPLING_PARAMETERS, [json.dumps(sampling).encode()]),
+                _bytes_input(c.SAMPLING_PARAMETERS, [ANSWER_DEFAULTS.to_json().encode()]),
             ]
         async for result in self._stream(model, inputs, outputs, request_id):
             text = result.as_numpy(c.TEXT_OUTPUT)

@@ -30,6 +30,11 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     ignore_eos: bool = False
 
+    def to_json(self) -> str:
+        """The JSON object the ``llm`` model accepts (unset values left out)."""
+        values = {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items() if v is not None}
+        return json.dumps(values)
+
 
 _FLOATS = {"temperature", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty"}
 _INTS = {"top_k", "max_tokens", "seed"}

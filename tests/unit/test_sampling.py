@@ -45,3 +45,7 @@ def test_defaults_can_be_supplied():
 def test_malformed_parameters_name_the_problem(raw, message):
     with pytest.raises(SamplingError, match=message):
         parse_sampling_parameters(raw)
+
+
+def test_to_json_round_trips():
+    assert parse_sampling_parameters(ANSWER_DEFAULTS.to_json()) == ANSWER_DEFAULTS

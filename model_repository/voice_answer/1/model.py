@@ -137,13 +137,12 @@ class TritonPythonModel:
             yield response
 
     def _stream_llm(self, prompt, params, sub_id, stop):
-        sampling = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.__dict__.items() if v is not None}
         request = pb_utils.InferenceRequest(
             model_name=c.LLM.name,
             inputs=[
                 bytes_tensor(c.TEXT_INPUT, [prompt]),
                 pb_utils.Tensor(c.STREAM, np.array([True])),
-                bytes_tensor(c.SAMPLING_PARAMETERS, [json.dumps(sampling)]),
+                bytes_tensor(c.SAMPLING_PARAMETERS, [params.to_json()]),
                 pb_utils.Tensor(c.EXCLUDE_INPUT_IN_OUTPUT, np.array([True])),
             ],
             requested_output_names=[c.TEXT_OUTPUT],
