@@ -23,7 +23,8 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF
 WHEELHOUSE := $(WHEELHOUSE_ROOT)/$(LLAMA_VARIANT)
 LLAMA_WHEEL_STAMP := $(WHEELHOUSE)/.llama-cpp-python-$(LLAMA_VERSION)
-APT_PACKAGES := espeak-ng sox
+APT_PACKAGES := espeak-ng sox chromium
+WEBAPP_SOURCES := $(wildcard webapp/src/*) webapp/index.html webapp/vite.config.ts webapp/tsconfig.json
 PYTEST_ARGS ?=
 
 .PHONY: help setup run triton test lint bench clean system-deps
@@ -36,7 +37,7 @@ help:
 	@echo "make bench  - benchmarks (see benchmarks/)"
 	@echo "make clean  - remove the venv and runtime files (keeps the llama.cpp wheel cache)"
 
-setup: $(STAMP) system-deps
+setup: $(STAMP) system-deps webapp/dist/index.html
 
 $(PY):
 	@echo "==> creating $(VENV)"
@@ -58,8 +59,17 @@ $(STAMP): pyproject.toml $(LLAMA_WHEEL_STAMP) | $(PY)
 	$(PIP) install --quiet --no-deps --force-reinstall $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
 	@touch $@
 
+webapp/node_modules/.installed: webapp/package.json webapp/package-lock.json
+	@echo "==> installing the webapp's npm packages"
+	cd webapp && npm ci --no-audit --no-fund
+	@touch $@
+
+webapp/dist/index.html: webapp/node_modules/.installed $(WEBAPP_SOURCES)
+	@echo "==> building the webapp"
+	cd webapp && npm run build
+
 system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "==> installing Debian packages:$$missing"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
@@ -73,6 +83,7 @@ triton: setup
 	$(VENV)/bin/voicebot-triton
 
 test: setup
+	cd webapp && npm test
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: setup
@@ -84,4 +95,4 @@ bench: setup
 	@echo "benchmarks arrive with issue #5 (benchmarks/); nothing to run yet"
 
 clean:
-	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache test-artifacts
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache test-artifacts webapp/node_modules webapp/dist

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -67,9 +66,12 @@ def triton() -> Iterator[object]:
     """A real tritonserver on the real model repository, once per test session."""
     from voicebot.serving.launcher import RUNTIME_DIR, ServerOptions, TritonServer
 
-    base = int(os.environ.get("VOICEBOT_TEST_PORT_BASE", "18000"))
+    from orchestrator_helpers import free_port
+
+    # Free ports, so a test run never collides with `make run` or another run on this machine.
+    ports = [free_port() for _ in range(3)]
     server = TritonServer(
-        ServerOptions(http_port=base, grpc_port=base + 1, metrics_port=base + 2, runtime_dir=RUNTIME_DIR / "test")
+        ServerOptions(http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2], runtime_dir=RUNTIME_DIR / "test")
     )
     try:
         server.start(timeout=240)

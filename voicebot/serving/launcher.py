@@ -124,6 +124,7 @@ class TritonServer:
         self._shm_prefix = f"voicebot{os.getpid()}_{options.http_port}_"
         self.log_path = options.runtime_dir / f"tritonserver-{options.http_port}.log"
         self._log: IO[bytes] | None = None
+        self._repository: Path | None = None
 
     @property
     def http_url(self) -> str:
@@ -166,6 +167,7 @@ class TritonServer:
             base = deploys.get(model, ModelDeploy())
             deploys[model] = ModelDeploy(override.kind or base.kind, override.count or base.count, base.sidecar)
         repository = o.runtime_dir / f"model_repository-{o.http_port}"
+        self._repository = repository
         self.models = render(repository, deploys, only=self.options.models)
         env = server_env(paths, o.runtime_dir)
         Path(env["VOICEBOT_CANCEL_DIR"]).mkdir(parents=True, exist_ok=True)
@@ -254,6 +256,8 @@ class TritonServer:
                 os.killpg(proc.pid, signal.SIGKILL)
         for leftover in Path("/dev/shm").glob(f"{self._shm_prefix}*"):
             leftover.unlink(missing_ok=True)
+        if self._repository is not None:
+            shutil.rmtree(self._repository, ignore_errors=True)  # rendered per start; the log stays
         if self._log is not None:
             self._log.close()
             self._log = None
