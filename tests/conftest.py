@@ -64,9 +64,9 @@ def wav_to_float(path: Path) -> np.ndarray:
 @pytest.fixture(scope="session")
 def triton() -> Iterator[object]:
     """A real tritonserver on the real model repository, once per test session."""
-    from voicebot.serving.launcher import RUNTIME_DIR, ServerOptions, TritonServer
-
     from orchestrator_helpers import free_port
+
+    from voicebot.serving.launcher import RUNTIME_DIR, ServerOptions, TritonServer
 
     # Free ports, so a test run never collides with `make run` or another run on this machine.
     ports = [free_port() for _ in range(3)]
