@@ -114,10 +114,11 @@ class TritonServices:
         return result.as_numpy(c.TRANSCRIPT).reshape(-1)[0].decode("utf-8").strip()
 
     async def embed(self, texts: list[str], request_id: str) -> np.ndarray:
-        result = await self._infer(
-            c.EMBEDDER.name, [_bytes_input(c.TEXT, [t.encode() for t in texts])], [c.EMBEDDING], request_id
-        )
-        return np.asarray(result.as_numpy(c.EMBEDDING), dtype=np.float32)
+        data = np.array([[t.encode() for t in texts]], dtype=np.object_)  # [1, N]: one request of the batch
+        tensor = InferInput(c.TEXT, list(data.shape), "BYTES")
+        tensor.set_data_from_numpy(data)
+        result = await self._infer(c.EMBEDDER.name, [tensor], [c.EMBEDDING], request_id)
+        return np.asarray(result.as_numpy(c.EMBEDDING)[0], dtype=np.float32)
 
     async def retrieve(self, query: str, k: int, request_id: str) -> list[SearchHit]:
         vector = (await self.embed([query], request_id))[0]

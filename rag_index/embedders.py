@@ -27,11 +27,11 @@ class TritonEmbedder:
         self._client.close()
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        data = np.array([t.encode("utf-8") for t in texts], dtype=np.object_)
+        data = np.array([[t.encode("utf-8") for t in texts]], dtype=np.object_)  # [1, N]: one request
         tensor = self._http.InferInput(c.TEXT, list(data.shape), "BYTES")
         tensor.set_data_from_numpy(data)
         result = self._client.infer(c.EMBEDDER.name, [tensor])
-        return np.asarray(result.as_numpy(c.EMBEDDING), dtype=np.float32)
+        return np.asarray(result.as_numpy(c.EMBEDDING)[0], dtype=np.float32)
 
 
 class LocalEmbedder:

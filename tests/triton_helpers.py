@@ -24,6 +24,14 @@ def bytes_input(module: Any, name: str, values: list[str | bytes]) -> Any:
     return tensor
 
 
+def texts_input(module: Any, values: list[str | bytes]) -> Any:
+    """The embedder's ``text`` for one request: wire shape [1, N] (the model batches requests)."""
+    arr = np.array([[v.encode() if isinstance(v, str) else v for v in values]], dtype=np.object_)
+    tensor = module.InferInput(c.TEXT, list(arr.shape), "BYTES")
+    tensor.set_data_from_numpy(arr)
+    return tensor
+
+
 def array_input(module: Any, name: str, arr: np.ndarray, dtype: str) -> Any:
     tensor = module.InferInput(name, list(arr.shape), dtype)
     tensor.set_data_from_numpy(arr)

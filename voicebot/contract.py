@@ -32,13 +32,19 @@ class Tensor:
 
 @dataclass(frozen=True)
 class ModelContract:
-    """A model's name, tensors and whether it streams (decoupled)."""
+    """A model's name, tensors and whether it streams (decoupled).
+
+    Tensor dims are ``config.pbtxt`` dims. Where ``max_batch_size`` > 0 the wire shape has
+    one more leading dimension, the request's batch (1 from our clients): the dynamic
+    batcher then hands concurrent requests to one ``execute``.
+    """
 
     name: str
     inputs: tuple[Tensor, ...]
     outputs: tuple[Tensor, ...]
     decoupled: bool = False
     platform: str = "python"
+    max_batch_size: int = 0
 
     def input(self, name: str) -> Tensor:
         return next(t for t in self.inputs if t.name == name)
@@ -107,8 +113,9 @@ TTS = ModelContract(
 )
 EMBEDDER = ModelContract(
     name="embedder",
-    inputs=(Tensor(TEXT, "BYTES", (-1,)),),
-    outputs=(Tensor(EMBEDDING, "FP32", (-1, EMBEDDING_DIM)),),
+    inputs=(Tensor(TEXT, "BYTES", (-1,)),),  # wire shape [1, N]
+    outputs=(Tensor(EMBEDDING, "FP32", (-1, EMBEDDING_DIM)),),  # wire shape [1, N, 384]
+    max_batch_size=16,
 )
 VOICE_ANSWER = ModelContract(
     name="voice_answer",

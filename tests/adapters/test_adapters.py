@@ -153,3 +153,20 @@ def test_llm_stops_when_the_client_cancels(llm_model):
     llm_model.execute([request])
     assert request.sender.done.wait(10)
     assert len(request.sender.responses) < 1000
+
+
+def test_embedder_encodes_a_batch_of_requests_and_fails_only_the_bad_one():
+    model = load_model("embedder").TritonPythonModel()
+    model.initialize(args_for("embedder", {"max_chars": "50"}))
+
+    def request(*texts):
+        return pb.InferenceRequest([pb.Tensor(c.TEXT, np.array([[t.encode() for t in texts]], dtype=np.object_))])
+
+    responses = model.execute([request("reset the router"), request("x" * 60), request("bake", "bread")])
+    first, bad, last = responses
+    assert pb.get_output_tensor_by_name(first, c.EMBEDDING).as_numpy().shape == (1, 1, c.EMBEDDING_DIM)
+    assert "over 50 characters" in error_text(bad)
+    vectors = pb.get_output_tensor_by_name(last, c.EMBEDDING).as_numpy()[0]
+    assert vectors.shape == (2, c.EMBEDDING_DIM)
+    alone = pb.get_output_tensor_by_name(model.execute([request("bake", "bread")])[0], c.EMBEDDING).as_numpy()[0]
+    assert np.allclose(alone, vectors, atol=1e-5)  # batching with others changes nothing

@@ -7,7 +7,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from audio_files import encode, tone
-from triton_helpers import GrpcStream, InferenceServerException, array_input, bytes_input, http_client
+from triton_helpers import GrpcStream, InferenceServerException, array_input, bytes_input, http_client, texts_input
 
 from voicebot import contract as c
 
@@ -66,8 +66,8 @@ BAD_UNARY = {
         ],
         "English",
     ),
-    "empty text to embed": (c.EMBEDDER.name, lambda: [bytes_input(httpclient, c.TEXT, ["ok", "  "])], "empty"),
-    "too much text to embed": (c.EMBEDDER.name, lambda: [bytes_input(httpclient, c.TEXT, ["x" * 9000])], "over"),
+    "empty text to embed": (c.EMBEDDER.name, lambda: [texts_input(httpclient, ["ok", "  "])], "empty"),
+    "too much text to embed": (c.EMBEDDER.name, lambda: [texts_input(httpclient, ["x" * 9000])], "over"),
 }
 
 
@@ -80,8 +80,8 @@ def test_bad_unary_input_is_an_error_and_the_model_keeps_serving(case, http):
     assert "400" in str(info.value.status()) or "INVALID" in str(info.value.status()).upper()
     # The next valid request succeeds.
     assert valid_transcribe(http).as_numpy(c.TRANSCRIPT) is not None
-    vectors = http.infer(c.EMBEDDER.name, [bytes_input(httpclient, c.TEXT, ["fine"])]).as_numpy(c.EMBEDDING)
-    assert vectors.shape == (1, c.EMBEDDING_DIM)
+    vectors = http.infer(c.EMBEDDER.name, [texts_input(httpclient, ["fine"])]).as_numpy(c.EMBEDDING)
+    assert vectors.shape == (1, 1, c.EMBEDDING_DIM)
 
 
 def text_inputs(**values):

@@ -18,6 +18,7 @@ from triton_helpers import (
     generate_stream_sse,
     http_client,
     metric_value,
+    texts_input,
 )
 
 from voicebot import contract as c
@@ -109,10 +110,29 @@ def test_silence_gives_an_empty_transcript(http):
 def test_embedder(protocol, http, grpc):
     module, client = (httpclient, http) if protocol == "http" else (grpcclient, grpc)
     texts = ["reset the router", "restore factory settings on the router", "bake bread"]
-    vectors = client.infer(c.EMBEDDER.name, [bytes_input(module, c.TEXT, texts)]).as_numpy(c.EMBEDDING)
+    vectors = client.infer(c.EMBEDDER.name, [texts_input(module, texts)]).as_numpy(c.EMBEDDING)[0]
     assert vectors.shape == (3, c.EMBEDDING_DIM)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
+
+
+def test_concurrent_embedder_requests_are_batched_and_answered_each(triton):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(n):
+        client = http_client(triton.http_url)
+        try:
+            texts = [f"question {n} about routers"] * (1 + n % 3)
+            out = client.infer(c.EMBEDDER.name, [texts_input(httpclient, texts)]).as_numpy(c.EMBEDDING)
+            return n, out.shape
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        shapes = dict(pool.map(one, range(16)))
+    assert shapes == {n: (1, 1 + n % 3, c.EMBEDDING_DIM) for n in range(16)}  # each got its own rows back
+    stats = http_client(triton.http_url).get_inference_statistics(c.EMBEDDER.name)["model_stats"][0]
+    assert int(stats["execution_count"]) < int(stats["inference_count"])  # some executions served several
 
 
 def test_llm_streams_over_grpc(stream):

@@ -34,6 +34,7 @@ def test_config_matches_contract(model):
         assert config.backend == "python"
         assert (REPO / model.name / "1" / "model.py").is_file()
     assert config.model_transaction_policy.decoupled == model.decoupled
+    assert config.max_batch_size == model.max_batch_size
     for declared, tensors in ((config.input, model.inputs), (config.output, model.outputs)):
         got = {t.name: (dtype_name(t.data_type), tuple(t.dims), getattr(t, "optional", False)) for t in declared}
         want = {t.name: (t.config_dtype, t.dims, t.optional) for t in tensors}
