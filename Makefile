@@ -27,14 +27,14 @@ APT_PACKAGES := espeak-ng sox chromium
 WEBAPP_SOURCES := $(wildcard webapp/src/*) webapp/index.html webapp/vite.config.ts webapp/tsconfig.json
 PYTEST_ARGS ?=
 
-.PHONY: help setup run triton test lint bench clean system-deps
+.PHONY: help setup run triton test lint bench bench-quick clean system-deps
 
 help:
 	@echo "make run    - install what is missing, start Triton (all models) and the orchestrator on 127.0.0.1"
 	@echo "make triton - Triton alone"
 	@echo "make test   - install what is missing, run the whole test suite"
 	@echo "make lint   - ruff + mypy"
-	@echo "make bench  - benchmarks (see benchmarks/)"
+	@echo "make bench  - end-to-end + floor benchmark, report in benchmarks/results/ (bench-quick: under 10 min)"
 	@echo "make clean  - remove the venv and runtime files (keeps the llama.cpp wheel cache)"
 
 setup: $(STAMP) system-deps webapp/dist/index.html
@@ -87,12 +87,19 @@ test: setup
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check voicebot rag_index orchestrator model_repository tests triton
-	$(VENV)/bin/ruff format --check voicebot rag_index orchestrator model_repository tests triton
+	$(VENV)/bin/ruff check voicebot rag_index orchestrator model_repository tests triton benchmarks
+	$(VENV)/bin/ruff format --check voicebot rag_index orchestrator model_repository tests triton benchmarks
 	$(VENV)/bin/mypy
 
-bench: setup
-	@echo "benchmarks arrive with issue #5 (benchmarks/); nothing to run yet"
+$(VENV)/.bench-installed: $(STAMP)
+	$(PIP) install --quiet --find-links $(WHEELHOUSE) -e '.[bench]'
+	@touch $@
+
+bench: setup $(VENV)/.bench-installed
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+bench-quick: BENCH_ARGS = --quick
+bench-quick: bench
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache test-artifacts webapp/node_modules webapp/dist

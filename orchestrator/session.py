@@ -17,10 +17,11 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from voicebot.contract import STT_SAMPLE_RATE, EventType
+from voicebot.text import trim_passage
 
 from .logs import turn_id as turn_id_var
 from .metrics import Metrics
@@ -107,9 +108,12 @@ class TurnRunner:
                         ],
                     )
                 )
+                # The citations carry whole chunks; the prompt only the sentences nearest the question.
+                words = self.settings.passage_words
+                prompt_hits = [replace(h, text=trim_passage(text, h.text, words)) for h in hits]
                 t_answer = time.perf_counter()
                 seq = 0
-                async for item in self.services.answerer.answer(text, hits, list(history), speak, turn_id):
+                async for item in self.services.answerer.answer(text, prompt_hits, list(history), speak, turn_id):
                     now = time.perf_counter()
                     if isinstance(item, AudioChunk):
                         if "tts_first_audio_ms" not in timings:

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)
 
     top_k: int = Field(3, ge=1, le=8)
+    # Words of each passage the LLM sees (the sentences nearest the question); 0 keeps whole chunks.
+    # Prompt tokens dominate time to first token on a CPU (benchmarks/results).
+    passage_words: int = Field(60, ge=0, le=1000)
     history_turns: int = Field(3, ge=0, le=10)
     partial_interval_s: float = Field(1.0, gt=0.1, le=10)
     language: str = "en"

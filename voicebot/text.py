@@ -16,6 +16,7 @@ _SOFT_BREAK = ",;:"
 MIN_SOFT_CLAUSE_WORDS = 4
 # A run-on answer without punctuation would otherwise hold back all speech until it ends.
 MAX_CLAUSE_WORDS = 24
+FIRST_CLAUSE_WORDS = 8
 
 
 class ClauseSplitter:
@@ -27,10 +28,18 @@ class ClauseSplitter:
     longer than ``max_words``. TTS gets the first clause long before the answer ends.
     """
 
-    def __init__(self, min_words: int = MIN_SOFT_CLAUSE_WORDS, max_words: int = MAX_CLAUSE_WORDS) -> None:
+    def __init__(
+        self,
+        min_words: int = MIN_SOFT_CLAUSE_WORDS,
+        max_words: int = MAX_CLAUSE_WORDS,
+        first_max_words: int | None = None,
+    ) -> None:
         self._buffer = ""
         self._min_words = min_words
         self._max_words = max_words
+        # A shorter first clause gets speech started sooner; later clauses keep natural length.
+        self._first_max_words = first_max_words or max_words
+        self._emitted = False
 
     def feed(self, delta: str) -> list[str]:
         """Add a delta; return the clauses it completed (possibly none)."""
@@ -40,6 +49,7 @@ class ClauseSplitter:
             clause, self._buffer = self._buffer[:cut].strip(), self._buffer[cut:]
             if clause:
                 clauses.append(clause)
+                self._emitted = True
         return clauses
 
     def flush(self) -> list[str]:
@@ -49,12 +59,13 @@ class ClauseSplitter:
 
     def _find_cut(self) -> int | None:
         text = self._buffer
+        limit = self._max_words if self._emitted else self._first_max_words
         words = 0
         # A boundary needs the character after it, so the last one is never a cut yet.
         for i in range(len(text) - 1):
             if text[i].isspace() and not text[i + 1].isspace():
                 words += 1
-                if words >= self._max_words and text[:i].strip():
+                if words >= limit and text[:i].strip():
                     return i + 1
             ch, nxt = text[i], text[i + 1]
             if ch == "\n":
@@ -168,6 +179,41 @@ def build_prompt(question: str, passages: Iterable[Passage], history: Iterable[s
         lines.append(f"Earlier question: {earlier}\n")
     lines.append(f"Question: {question}\nAnswer:")
     return "".join(lines)
+
+
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+")
+_STOPWORD_TEXT = (
+    "a an the of to in on for and or is are was were be by with as at it this that what which who how when why "
+    "do does did can i you my your from about"
+)
+_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+
+
+def trim_passage(question: str, text: str, max_words: int) -> str:
+    """The sentences of ``text`` that share the most words with the question, in their
+    original order, within ``max_words``. Prompt tokens are most of the time to first token
+    on a CPU, and most of a 200-word chunk does not bear on the question."""
+    words = text.split()
+    if max_words <= 0 or len(words) <= max_words:
+        return text
+    wanted = {w for w in iter_words(question) if w not in _STOPWORDS}
+    sentences = [s for s in _SENTENCE_SPLIT.split(" ".join(words)) if s]
+    ranked = sorted(
+        range(len(sentences)),
+        key=lambda i: (-len(wanted & set(iter_words(sentences[i]))), i),
+    )
+    keep: set[int] = set()
+    budget = max_words
+    for i in ranked:
+        size = len(sentences[i].split())
+        if size <= budget:
+            keep.add(i)
+            budget -= size
+        if budget < 5:
+            break
+    if not keep:  # one sentence longer than the budget: its first words
+        return " ".join(sentences[ranked[0]].split()[:max_words])
+    return " ".join(sentences[i] for i in sorted(keep))
 
 
 def iter_words(text: str) -> Iterator[str]:

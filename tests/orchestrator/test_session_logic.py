@@ -35,10 +35,11 @@ class FakeRetriever:
 
 class FakeAnswerer:
     def __init__(self, tokens=5, delay=0.0):
-        self.tokens, self.delay, self.histories = tokens, delay, []
+        self.tokens, self.delay, self.histories, self.passages = tokens, delay, [], []
 
     async def answer(self, question, passages, history, speak, request_id):
         self.histories.append(list(history))
+        self.passages.append([p.text for p in passages])
         for i in range(self.tokens):
             await asyncio.sleep(self.delay)
             yield TextDelta(f" t{i}")
@@ -202,3 +203,27 @@ def test_audio_over_the_limit_is_dropped_with_an_error():
     codes = [e["code"] for e in client.events if e["type"] == "error"]
     assert codes[0] == "audio_too_long" and "no_recording" in codes  # the stop found nothing left
     assert session.turn is None
+
+
+def test_prompt_gets_trimmed_passages_while_citations_keep_whole_chunks():
+    long_text = " ".join(f"Filler sentence number {i} about nothing." for i in range(40)) + " Root has user id 0."
+
+    class LongRetriever(FakeRetriever):
+        async def retrieve(self, query, k, request_id):
+            return [SearchHit(1, "doc1", "Users", "users.html", "", long_text, 0.9)]
+
+    async def scenario():
+        answerer = FakeAnswerer(tokens=1)
+        settings = Settings(_env_file=None, passage_words=20)
+        client = Client()
+        runner = TurnRunner(Services(FakeSTT(), LongRetriever(), answerer), settings, Metrics())
+        session = VoiceSession(runner, settings, Metrics(), client.send_text, client.send_bytes, "s1")
+        await session.on_text('{"type": "text", "text": "What is the user id of root?", "speak": false}')
+        await finish(session)
+        return client, answerer
+
+    client, answerer = asyncio.run(scenario())
+    cited = next(e for e in client.events if e["type"] == "citations")["items"][0]["text"]
+    assert cited == long_text
+    sent = answerer.passages[0][0]
+    assert "Root has user id 0." in sent and len(sent.split()) <= 20

@@ -117,3 +117,24 @@ def test_run_on_text_is_cut_at_the_word_limit():
     text = " ".join(f"w{i}" for i in range(60))
     clauses = ClauseSplitter(max_words=24).feed(text + " ")
     assert [len(c.split()) for c in clauses] == [24, 24]
+
+
+def test_trim_passage_keeps_the_sentences_that_bear_on_the_question():
+    from voicebot.text import trim_passage
+
+    text = (
+        "The daemon user runs services. Root has user ID zero and owns the system. "
+        "The games group plays games. Backups are made by the backup user every night. "
+        "Nobody owns nothing at all."
+    )
+    got = trim_passage("What is the user ID of root?", text, max_words=12)
+    assert got == "Root has user ID zero and owns the system."
+    assert trim_passage("anything", "short text", max_words=50) == "short text"
+    assert trim_passage("anything", text, max_words=0) == text  # 0 turns trimming off
+    assert len(trim_passage("root", "word " * 100, max_words=10).split()) == 10
+
+
+def test_first_clause_can_be_shorter_than_the_rest():
+    splitter = ClauseSplitter(max_words=24, first_max_words=8)
+    text = " ".join(f"w{i}" for i in range(40)) + " "
+    assert [len(c.split()) for c in splitter.feed(text)] == [8, 24]

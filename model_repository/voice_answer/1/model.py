@@ -18,7 +18,14 @@ from voicebot.sampling import parse_sampling_parameters
 from voicebot.serving import cancel, metrics
 from voicebot.serving.config import ConfigError, param
 from voicebot.serving.triton_io import RequestError, StreamWorkers, bytes_tensor, input_text
-from voicebot.text import ANSWER_DEFAULTS, ClauseSplitter, build_prompt, parse_history, parse_passages
+from voicebot.text import (
+    ANSWER_DEFAULTS,
+    FIRST_CLAUSE_WORDS,
+    ClauseSplitter,
+    build_prompt,
+    parse_history,
+    parse_passages,
+)
 
 _DONE = object()
 
@@ -58,7 +65,7 @@ class TritonPythonModel:
 
         def generate():
             try:
-                splitter = ClauseSplitter()
+                splitter = ClauseSplitter(first_max_words=FIRST_CLAUSE_WORDS)
                 for delta in self._stream_llm(prompt, params, sub_ids[0], stop):
                     out.put(("text", delta))
                     for clause in splitter.feed(delta):

@@ -1,0 +1,146 @@
+"""Percentiles, targets and plots for the benchmark report (Markdown + PNG)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+STAGES = [
+    ("stt_ms", "speech to text"),
+    ("retrieval_ms", "retrieval"),
+    ("llm_first_token_ms", "LLM first token"),
+    ("tts_first_audio_ms", "TTS first audio (from answer start)"),
+    ("first_audio_ms", "first audio (server)"),
+]
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    vals = [v for v in values if v is not None and v >= 0]
+    return float(np.percentile(vals, q)) if vals else float("nan")
+
+
+def fmt_s(ms: float) -> str:
+    return "—" if ms != ms else f"{ms / 1000:.2f} s"
+
+
+def stage_values(rows: list[dict], key: str) -> list[float]:
+    if key == "voice_to_first_audio_ms":
+        return [r["voice_to_first_audio_s"] * 1000 for r in rows if r["ok"] and r["voice_to_first_audio_s"] >= 0]
+    if key == "total_ms_client":
+        return [r["total_s"] * 1000 for r in rows if r["ok"]]
+    return [r["server"][key] for r in rows if r["ok"] and r["server"].get(key, -1) >= 0]
+
+
+def latency_table(by_level: dict[int, list[dict]]) -> str:
+    keys = [
+        *STAGES,
+        ("voice_to_first_audio_ms", "**voice → first audio** (client)"),
+        ("total_ms_client", "total (client)"),
+    ]
+    lines = ["| stage | concurrency | P50 | P90 | P99 | n |", "|---|---|---|---|---|---|"]
+    for key, label in keys:
+        for level, rows in sorted(by_level.items()):
+            vals = stage_values(rows, key)
+            p50, p90, p99 = (fmt_s(pct(vals, q)) for q in (50, 90, 99))
+            lines.append(f"| {label} | {level} | {p50} | {p90} | {p99} | {len(vals)} |")
+    return "\n".join(lines)
+
+
+def overhead_table(served: list[dict], floor: list[dict]) -> str:
+    lines = ["| stage | floor P50 (in-process) | Triton P50 (c=1) | ratio |", "|---|---|---|---|"]
+    for key, label in STAGES:
+        f = pct([t.get(key, -1) for t in floor], 50)
+        s = pct(stage_values(served, key), 50)
+        ratio = s / f if f == f and f > 0 else float("nan")
+        lines.append(f"| {label} | {fmt_s(f)} | {fmt_s(s)} | {'—' if ratio != ratio else f'{ratio:.2f}×'} |")
+    return "\n".join(lines)
+
+
+def targets_table(by_level: dict[int, list[dict]], floor: list[dict], decode_tok_s: float | None) -> str:
+    c1 = by_level.get(1, [])
+    v2fa = stage_values(c1, "voice_to_first_audio_ms")
+    checks = []
+
+    def row(name: str, figure: str, met: bool | None) -> None:
+        verdict = "—" if met is None else ("met" if met else "**not met**")
+        checks.append(f"| {name} | {figure} | {verdict} |")
+
+    row("voice → first audio P50 ≤ 1.0 s (c=1)", fmt_s(pct(v2fa, 50)), pct(v2fa, 50) <= 1000)
+    row("voice → first audio P99 ≤ 1.8 s (c=1)", fmt_s(pct(v2fa, 99)), pct(v2fa, 99) <= 1800)
+    stt = pct(stage_values(c1, "stt_ms"), 50)
+    row("STT ≤ 0.6 s for a 3–8 s question (P50)", fmt_s(stt), stt <= 600)
+    ttft = pct(stage_values(c1, "llm_first_token_ms"), 50)
+    row("LLM TTFT ≤ 0.3 s (P50)", fmt_s(ttft), ttft <= 300)
+    if decode_tok_s is None:
+        row("decode ≥ 55 tokens/s through Triton", "not measured in this run", None)
+    else:
+        row("decode ≥ 55 tokens/s through Triton", f"{decode_tok_s:.0f} tok/s", decode_tok_s >= 55)
+    tts = pct(stage_values(c1, "tts_first_audio_ms"), 50) - ttft
+    row("TTS first audio ≤ 0.25 s (first clause → audio, P50)", fmt_s(tts), None)
+    ratios = []
+    for key, _ in STAGES:
+        f = pct([t.get(key, -1) for t in floor], 50)
+        s = pct(stage_values(c1, key), 50)
+        if f == f and f > 0 and s == s:
+            ratios.append(s / f)
+    worst = max(ratios) if ratios else float("nan")
+    row("serving overhead ≤ 1.10× the floor (worst stage)", f"{worst:.2f}×", worst <= 1.10)
+    errors8 = sum(1 for r in by_level.get(8, []) if not r["ok"])
+    row(
+        "8 concurrent sessions with zero errors",
+        f"{errors8} errors of {len(by_level.get(8, []))} turns",
+        errors8 == 0 if by_level.get(8) else None,
+    )
+    return "\n".join(["| target | measured | verdict |", "|---|---|---|", *checks])
+
+
+def plots(by_level: dict[int, list[dict]], folder: Path, stem: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, label in [*STAGES, ("voice_to_first_audio_ms", "voice → first audio")]:
+        vals = sorted(stage_values(by_level.get(1, []), key))
+        if vals:
+            ax.step([v / 1000 for v in vals], np.arange(1, len(vals) + 1) / len(vals), where="post", label=label)
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("fraction of turns")
+    ax.set_title("Latency CDF per stage, concurrency 1")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    path = folder / f"{stem}-cdf.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    out.append(path)
+
+    levels = sorted(by_level)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for key, label in [("voice_to_first_audio_ms", "voice → first audio"), ("total_ms_client", "total")]:
+        a1.plot(levels, [pct(stage_values(by_level[c], key), 99) / 1000 for c in levels], marker="o", label=label)
+    a1.set_xlabel("concurrent sessions")
+    a1.set_ylabel("P99 seconds")
+    a1.set_title("P99 vs concurrency")
+    a1.legend(fontsize=8)
+    a1.grid(alpha=0.3)
+    throughput = []
+    for c in levels:
+        rows = [r for r in by_level[c] if r["ok"]]
+        span = max((r["total_s"] for r in rows), default=0)
+        throughput.append(len(rows) / max(sum(r["total_s"] for r in rows) / max(c, 1), span, 1e-9))
+    a2.plot(levels, throughput, marker="o")
+    a2.set_xlabel("concurrent sessions")
+    a2.set_ylabel("answered turns / s (answer phase)")
+    a2.set_title("Throughput vs concurrency")
+    a2.grid(alpha=0.3)
+    path = folder / f"{stem}-concurrency.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    out.append(path)
+    return out

@@ -1,0 +1,220 @@
+"""`make bench`: the floor, then the served stack, then a dated report with plots.
+
+    .venv/bin/python benchmarks/run.py [--quick] [--levels 1,2,4,8]
+
+Loopback only; every request loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import queue
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import voicebot  # noqa: F401  (first: keeps the checkout's triton/ folder off sys.path)
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import corpus  # noqa: E402
+import report  # noqa: E402
+from floor import run_floor  # noqa: E402
+from voice_e2e import run_level  # noqa: E402
+
+from voicebot.serving.launcher import RUNTIME_DIR, ServerOptions, TritonServer  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def upload(base: str, path: Path) -> None:
+    boundary = "bench-boundary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n\r\n'.encode()
+        + path.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    req = urllib.request.Request(
+        f"{base}/v1/documents",
+        data=body,
+        method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(req, timeout=300) as resp:
+        assert resp.status in (200, 201)
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
+
+
+def decode_rate(grpc_url: str, tokens: int = 128) -> float:
+    """Tokens/s of a streamed llm request through Triton (first to last token)."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(grpc_url)
+    got: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: got.put((time.perf_counter(), result, error)))
+
+    def tensor(name, arr, dtype):
+        t = grpcclient.InferInput(name, list(arr.shape), dtype)
+        t.set_data_from_numpy(arr)
+        return t
+
+    params = json.dumps({"max_tokens": tokens, "ignore_eos": True, "temperature": 0})
+    client.async_stream_infer(
+        "llm",
+        [
+            tensor("text_input", np.array([b"Write about the sea:"], dtype=object), "BYTES"),
+            tensor("stream", np.array([True]), "BOOL"),
+            tensor("sampling_parameters", np.array([params.encode()], dtype=object), "BYTES"),
+        ],
+        enable_empty_final_response=True,
+    )
+    stamps = []
+    while True:
+        at, result, error = got.get(timeout=120)
+        if error is not None:
+            raise SystemExit(f"llm failed: {error}")
+        if result.get_response().outputs:
+            stamps.append(at)
+        if result.get_response().parameters["triton_final_response"].bool_param:
+            break
+    client.stop_stream()
+    client.close()
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 2 else float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer turns (under 10 minutes)")
+    parser.add_argument("--levels", default="1,2,4,8", help="concurrency levels")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    turns_c1 = 4 if args.quick else 16
+    turns_other = 1 if args.quick else 2
+
+    documents = corpus.check_documents()
+    work = Path(tempfile.mkdtemp(prefix="voicebot-bench-"))
+    clips = [
+        (q.text, corpus.pcm(corpus.speak(q.text, work / "speech", f"q{n}"))) for n, q in enumerate(corpus.QUESTIONS)
+    ]
+    started = dt.datetime.now()
+
+    print(f"[bench] floor: {len(clips)} questions in-process", file=sys.stderr)
+    passage_words = int(os.environ.get("VOICEBOT_PASSAGE_WORDS", "60"))
+    floor_turns = run_floor(clips, work / "floor-index", documents, passage_words=passage_words)
+
+    triton = TritonServer(
+        ServerOptions(
+            http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), runtime_dir=RUNTIME_DIR / "bench"
+        )
+    )
+    port = free_port()
+    env = dict(
+        os.environ,
+        VOICEBOT_PORT=str(port),
+        VOICEBOT_INDEX_DIR=str(work / "served-index"),
+        VOICEBOT_TRITON_GRPC_URL="",
+        VOICEBOT_TRITON_HTTP_URL="",
+        VOICEBOT_MAX_SESSIONS="32",
+    )
+    by_level: dict[int, list[dict]] = {}
+    decode = None
+    orchestrator = None
+    try:
+        triton.start()
+        env["VOICEBOT_TRITON_GRPC_URL"], env["VOICEBOT_TRITON_HTTP_URL"] = triton.grpc_url, triton.http_url
+        orchestrator = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "--log-level", "WARNING"],
+            env=env,
+            cwd=work,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{port}"
+        wait_http(f"{base}/healthz")
+        for doc in documents:
+            upload(base, doc)
+        decode = decode_rate(triton.grpc_url)
+        url = f"ws://127.0.0.1:{port}/v1/voice"
+        asyncio.run(run_level(url, clips[:1], 1, 1))  # warm-up, not counted
+        for level in levels:
+            per_session = turns_c1 if level == 1 else turns_other
+            print(f"[bench] concurrency {level}: {level * per_session} voice turns", file=sys.stderr)
+            results = asyncio.run(run_level(url, clips, level, per_session))
+            by_level[level] = [r.as_row() for r in results]
+    finally:
+        if orchestrator is not None:
+            orchestrator.terminate()
+            orchestrator.wait(30)
+        triton.stop()
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"{started:%Y-%m-%d}-{platform.node() or 'machine'}"
+    (args.out / "raw").mkdir(exist_ok=True)  # raw samples stay local (ignored); the report is committed
+    (args.out / "raw" / f"{stem}.json").write_text(
+        json.dumps({"floor": [t.__dict__ for t in floor_turns], "served": by_level, "decode_tok_s": decode}, indent=1)
+    )
+    pngs = report.plots(by_level, args.out, stem)
+    floor_rows = [t.timings for t in floor_turns]
+    expected = {q.text: q.source for q in corpus.QUESTIONS}
+    c1_rows = by_level.get(1, [])
+    accuracy = sum(1 for r in c1_rows if r["ok"] and r["cited"][:1] == [expected[r["question"]]])
+    errors = {level: sum(1 for r in rows if not r["ok"]) for level, rows in by_level.items()}
+    text = f"""# Benchmark {started:%Y-%m-%d %H:%M} on {platform.node()} ({os.cpu_count()} cores, {platform.machine()})
+
+Command: `{" ".join(["benchmarks/run.py", *sys.argv[1:]])}`. Documents: {", ".join(d.name for d in documents)}.
+{len(clips)} espeak-ng questions (en-us, 130 words/min, 16 kHz) streamed as 20 ms frames in real time through
+`/v1/voice`; the floor ran the same models with the same settings in one process, in this same run, before the
+served stack started (so the two never competed for the 2 cores).
+
+## Targets (concurrency 1)
+
+{report.targets_table(by_level, floor_rows, decode)}
+
+## Latency per stage
+
+{report.latency_table(by_level)}
+
+Errors by concurrency: {errors}. First citation from the right document at c=1: {accuracy}/{len(c1_rows)}.
+
+## Serving overhead (Triton + orchestrator vs in-process)
+
+{report.overhead_table(by_level.get(1, []), floor_rows)}
+
+![CDF]({pngs[0].name})
+![Concurrency]({pngs[1].name})
+"""
+    path = args.out / f"{stem}.md"
+    path.write_text(text)
+    print(f"[bench] report: {path}", file=sys.stderr)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""End-to-end voice turns through ``/v1/voice``, as a browser would send them (20 ms frames, real time)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import websockets
+
+from voicebot.contract import EventType
+
+FRAME_BYTES = 640  # 20 ms of 16 kHz PCM16
+
+
+@dataclass
+class TurnResult:
+    question: str
+    concurrency: int
+    ok: bool
+    error: str = ""
+    transcript: str = ""
+    cited: list[str] = field(default_factory=list)
+    answer: str = ""
+    voice_to_first_audio_s: float = -1.0  # stop sent -> first audio byte received
+    total_s: float = -1.0  # stop sent -> done received
+    server: dict[str, float] = field(default_factory=dict)  # the done event's timings, in ms
+
+    def as_row(self) -> dict[str, Any]:
+        return self.__dict__
+
+
+async def voice_turn(url: str, audio: bytes, question: str, concurrency: int, timeout: float = 180) -> TurnResult:
+    result = TurnResult(question=question, concurrency=concurrency, ok=False)
+    try:
+        async with websockets.connect(url, max_size=1 << 22) as ws:
+            await ws.send(json.dumps({"type": "start", "sample_rate": 16000, "encoding": "pcm_s16le"}))
+            began = time.monotonic()
+            for n in range(0, len(audio), FRAME_BYTES):
+                await ws.send(audio[n : n + FRAME_BYTES])
+                delay = began + (n // FRAME_BYTES + 1) * 0.02 - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await ws.send(json.dumps({"type": "stop"}))
+            stopped = time.monotonic()
+            deadline = stopped + timeout
+            while True:
+                message = await asyncio.wait_for(ws.recv(), max(deadline - time.monotonic(), 0.1))
+                if isinstance(message, bytes):
+                    if result.voice_to_first_audio_s < 0:
+                        result.voice_to_first_audio_s = time.monotonic() - stopped
+                    continue
+                event = json.loads(message)
+                kind = event["type"]
+                if kind == EventType.TRANSCRIPT and event["final"]:
+                    result.transcript = event["text"]
+                elif kind == EventType.CITATIONS:
+                    result.cited = [item["source"] for item in event["items"]]
+                elif kind == EventType.TOKEN:
+                    result.answer += event["text"]
+                elif kind == EventType.ERROR:
+                    result.error = f"{event['code']}: {event['message']}"
+                    return result
+                elif kind == EventType.DONE:
+                    result.total_s = time.monotonic() - stopped
+                    result.server = event["timings"]
+                    result.ok = True
+                    return result
+    except (OSError, TimeoutError, websockets.WebSocketException) as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+    return result
+
+
+async def run_level(
+    url: str, clips: list[tuple[str, bytes]], concurrency: int, turns_per_session: int
+) -> list[TurnResult]:
+    """``concurrency`` sessions at once, each asking ``turns_per_session`` questions in turn."""
+
+    async def session(offset: int) -> list[TurnResult]:
+        out = []
+        for k in range(turns_per_session):
+            question, audio = clips[(offset + k) % len(clips)]
+            out.append(await voice_turn(url, audio, question, concurrency))
+        return out
+
+    batches = await asyncio.gather(*(session(i) for i in range(concurrency)))
+    return [r for batch in batches for r in batch]

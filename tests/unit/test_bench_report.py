@@ -1,0 +1,38 @@
+"""The benchmark report's arithmetic: percentiles, overhead ratios and target verdicts."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import report
+
+
+def row(stt, ttft, v2fa, ok=True):
+    server = {
+        "stt_ms": stt,
+        "retrieval_ms": 20,
+        "llm_first_token_ms": ttft,
+        "tts_first_audio_ms": ttft + 200,
+        "first_audio_ms": stt + ttft + 220,
+    }
+    return {"ok": ok, "server": server, "voice_to_first_audio_s": v2fa, "total_s": v2fa + 1}
+
+
+def test_stage_values_skip_failed_and_missing():
+    rows = [row(400, 300, 0.9), row(500, 350, 1.1, ok=False), row(450, -1, -1)]
+    assert report.stage_values(rows, "stt_ms") == [400, 450]
+    assert report.stage_values(rows, "llm_first_token_ms") == [300]
+    assert report.stage_values(rows, "voice_to_first_audio_ms") == [900]
+
+
+def test_targets_and_overhead():
+    by_level = {1: [row(400, 250, 0.8), row(500, 280, 0.9)], 8: [row(400, 250, 3.0)] * 8}
+    floor = [
+        {"stt_ms": 400, "retrieval_ms": 20, "llm_first_token_ms": 250, "tts_first_audio_ms": 450, "first_audio_ms": 670}
+    ] * 2
+    table = report.targets_table(by_level, floor, decode_tok_s=60)
+    assert "| voice → first audio P50 ≤ 1.0 s (c=1) | 0.85 s | met |" in table
+    assert "| decode ≥ 55 tokens/s through Triton | 60 tok/s | met |" in table
+    assert "| 8 concurrent sessions with zero errors | 0 errors of 8 turns | met |" in table
+    overhead = report.overhead_table(by_level[1], floor)
+    assert "| speech to text | 0.40 s | 0.45 s | 1.12× |" in overhead
