@@ -95,11 +95,19 @@ $(VENV)/.bench-installed: $(STAMP)
 	$(PIP) install --quiet --find-links $(WHEELHOUSE) -e '.[bench]'
 	@touch $@
 
-bench: setup $(VENV)/.bench-installed
+# perf_analyzer from tritonclient 2.51 (newer builds need glibc 2.38), in a venv of its own.
+.venv-perf/.installed:
+	@echo "==> installing perf_analyzer (tritonclient 2.51) into .venv-perf"
+	$(PYTHON) -m venv .venv-perf
+	.venv-perf/bin/pip install --quiet --progress-bar on tritonclient==2.51.0 nvidia-cuda-runtime-cu12==12.9.79
+	@touch $@
+
+bench: setup $(VENV)/.bench-installed .venv-perf/.installed
+	@$(MAKE) --no-print-directory system-deps APT_PACKAGES="$(APT_PACKAGES) libb64-0d"
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 bench-quick: BENCH_ARGS = --quick
 bench-quick: bench
 
 clean:
-	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache test-artifacts webapp/node_modules webapp/dist
+	rm -rf $(VENV) .venv-perf .run .pytest_cache .mypy_cache .ruff_cache test-artifacts webapp/node_modules webapp/dist

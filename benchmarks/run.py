@@ -112,6 +112,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer turns (under 10 minutes)")
     parser.add_argument("--levels", default="1,2,4,8", help="concurrency levels")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--no-perf", action="store_true", help="skip perf_analyzer")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     turns_c1 = 4 if args.quick else 16
@@ -143,6 +144,7 @@ def main() -> int:
         VOICEBOT_MAX_SESSIONS="32",
     )
     by_level: dict[int, list[dict]] = {}
+    perf_table, perf_failures = "not run (--no-perf)", []
     decode = None
     orchestrator = None
     try:
@@ -167,6 +169,18 @@ def main() -> int:
             print(f"[bench] concurrency {level}: {level * per_session} voice turns", file=sys.stderr)
             results = asyncio.run(run_level(url, clips, level, per_session))
             by_level[level] = [r.as_row() for r in results]
+        if not args.no_perf:
+            import perf
+
+            first = corpus.speak(corpus.QUESTIONS[0].text, work / "speech", "q0")
+            perf_table, perf_failures = perf.run_all(
+                triton.grpc_url,
+                args.out / "raw",
+                corpus.pcm(first),
+                first.read_bytes(),
+                corpus.QUESTIONS[0].text,
+                args.quick,
+            )
     finally:
         if orchestrator is not None:
             orchestrator.terminate()
@@ -201,6 +215,11 @@ served stack started (so the two never competed for the 2 cores).
 {report.latency_table(by_level)}
 
 Errors by concurrency: {errors}. First citation from the right document at c=1: {accuracy}/{len(c1_rows)}.
+
+## perf_analyzer (each model alone, gRPC, real speech and text inputs)
+
+{perf_table}
+{"" if not perf_failures else "Failures: " + "; ".join(perf_failures)}
 
 ## Serving overhead (Triton + orchestrator vs in-process)
 
