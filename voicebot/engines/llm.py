@@ -34,7 +34,8 @@ class LanguageModel(Protocol):
 class LlamaCppSettings:
     model_path: str = ""  # empty: the packaged Gemma-3-270M GGUF
     n_ctx: int = 2048
-    n_threads: int = 2
+    n_threads: int = 2  # decoding
+    n_threads_batch: int = 0  # prompt prefill; 0 = same as n_threads
     n_batch: int = 512
 
 
@@ -51,7 +52,7 @@ class LlamaCppEngine:
             model_path=str(model_path),
             n_ctx=settings.n_ctx,
             n_threads=settings.n_threads,
-            n_threads_batch=settings.n_threads,
+            n_threads_batch=settings.n_threads_batch or settings.n_threads,
             n_batch=settings.n_batch,
             verbose=False,
         )
@@ -73,7 +74,8 @@ class LlamaCppEngine:
                 max_tokens=max_tokens,
                 temperature=params.temperature,
                 top_p=params.top_p,
-                top_k=max(params.top_k, 0),  # llama.cpp: 0 disables top-k, vLLM says -1
+                # llama.cpp: 0 disables top-k (vLLM says -1); greedy decoding needs only the best token.
+                top_k=1 if params.temperature == 0 else max(params.top_k, 0),
                 min_p=params.min_p,
                 stop=list(params.stop) or None,
                 seed=params.seed,
