@@ -31,6 +31,7 @@ from .settings import Settings
 log = logging.getLogger("voicebot.app")
 
 WS_UNAUTHORIZED = 4401
+WS_FORBIDDEN_ORIGIN = 4403
 WS_TRY_AGAIN_LATER = 1013
 
 PLACEHOLDER = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>voicebot</title></head>
@@ -209,8 +210,21 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
+    def origin_ok(ws: WebSocket) -> bool:
+        # Browsers send Origin on WebSockets and no CORS applies to them: without this check any
+        # web page the user visits could open a session on this (localhost) server.
+        origin = ws.headers.get("origin")
+        if origin is None:
+            return True  # not a browser
+        host = ws.headers.get("host", "")
+        return origin.split("://", 1)[-1] == host or origin in settings.cors_origins
+
     @app.websocket("/v1/voice")
     async def voice(ws: WebSocket) -> None:
+        if not origin_ok(ws):
+            await ws.accept()
+            await ws.close(WS_FORBIDDEN_ORIGIN, "cross-origin WebSocket refused")
+            return
         if not token_ok(ws.query_params.get("token")):
             await ws.accept()
             await ws.close(WS_UNAUTHORIZED, "missing or wrong token")
@@ -222,9 +236,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         await ws.accept()
         ws.app.state.sessions += 1
         metrics.active_sessions.inc()
-        await _serve_voice(ws, ws.app.state.runner, settings, metrics)
-        ws.app.state.sessions -= 1
-        metrics.active_sessions.dec()
+        try:
+            await _serve_voice(ws, ws.app.state.runner, settings, metrics)
+        finally:
+            ws.app.state.sessions -= 1
+            metrics.active_sessions.dec()
 
     index_html = settings.webapp_dir / "index.html"
     if index_html.is_file():

@@ -19,7 +19,7 @@ from tritonclient.utils import InferenceServerException
 
 from rag_index import DocumentIndex, SearchHit
 from voicebot import contract as c
-from voicebot.text import ANSWER_DEFAULTS, build_prompt
+from voicebot.text import ANSWER_DEFAULTS, Passage, build_prompt
 
 
 class ServiceError(RuntimeError):
@@ -136,8 +136,6 @@ class TritonServices:
             ]
         else:
             # Text only: the same grounded prompt straight to the LLM, no speech work.
-            from voicebot.text import Passage
-
             prompt = build_prompt(question, [Passage(p.document_id, p.title, p.text) for p in passages], history)
             stream_flag = InferInput(c.STREAM, [1], "BOOL")
             stream_flag.set_data_from_numpy(np.array([True]))

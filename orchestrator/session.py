@@ -145,6 +145,11 @@ class TurnRunner:
         except asyncio.CancelledError:
             self.metrics.turns.labels(kind, "cancelled").inc()
             raise
+        except Exception as exc:  # a bug or a broken index must not kill the session silently
+            self.metrics.errors.labels("internal").inc()
+            self.metrics.turns.labels(kind, "error").inc()
+            log.exception("turn failed")
+            await send_event(error_event("internal", f"internal error: {type(exc).__name__}"))
 
 
 @dataclass

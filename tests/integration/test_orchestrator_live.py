@@ -305,6 +305,14 @@ def test_auth_on_every_endpoint(secured):
     assert http("GET", secured.base + "/healthz", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 200
     assert upload(secured.base, "a.txt", b"some text")[0] == 401
 
+    async def ws_close_code_from(url, origin):
+        import websockets
+
+        async with websockets.connect(url, origin=origin) as ws:
+            with contextlib.suppress(Exception):
+                await ws.recv()
+            return ws.close_code
+
     async def ws_close_code(url):
         client = await VoiceClient.connect(url)
         with contextlib.suppress(Exception):
@@ -312,6 +320,8 @@ def test_auth_on_every_endpoint(secured):
         return client.ws.close_code
 
     assert run(ws_close_code(secured.ws_url)) == 4401
+    # A page on another site cannot open a session, even with the token.
+    assert run(ws_close_code_from(secured.ws_url + f"?token={TOKEN}", "http://evil.example")) == 4403
     assert run(ws_close_code(secured.ws_url + "?token=nope")) == 4401
 
     async def authorized():

@@ -227,3 +227,26 @@ def test_prompt_gets_trimmed_passages_while_citations_keep_whole_chunks():
     assert cited == long_text
     sent = answerer.passages[0][0]
     assert "Root has user id 0." in sent and len(sent.split()) <= 20
+
+
+def test_an_unexpected_failure_is_an_error_event_and_the_session_goes_on():
+    class BrokenRetriever(FakeRetriever):
+        async def retrieve(self, query, k, request_id):
+            raise KeyError("index broke")
+
+    async def scenario():
+        settings = Settings(_env_file=None)
+        client = Client()
+        retriever = BrokenRetriever()
+        runner = TurnRunner(Services(FakeSTT(), retriever, FakeAnswerer(tokens=1)), settings, Metrics())
+        session = VoiceSession(runner, settings, Metrics(), client.send_text, client.send_bytes, "s1")
+        await session.on_text('{"type": "text", "text": "hello", "speak": false}')
+        await finish(session)
+        runner.services.retriever = FakeRetriever()
+        await session.on_text('{"type": "text", "text": "again", "speak": false}')
+        await finish(session)
+        return client
+
+    client = asyncio.run(scenario())
+    assert [e["code"] for e in client.events if e["type"] == "error"] == ["internal"]
+    assert client.types()[-1] == "done"
