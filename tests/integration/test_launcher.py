@@ -48,3 +48,23 @@ def test_a_server_that_cannot_start_is_a_clear_error(tmp_path):
         with pytest.raises(LaunchError, match="exited"):
             server.start(timeout=60, progress=None)
     assert server.process is None
+
+
+def test_hardened_server_refuses_repository_and_config_apis(tmp_path):
+    import urllib.error
+    import urllib.request
+
+    from voicebot.serving.__main__ import HARDENING_FLAGS
+
+    server = TritonServer(options(tmp_path, models=["audio_decode"], extra_flags=HARDENING_FLAGS))
+    with server:
+        server.start(timeout=60, progress=None)
+        for method, path in [("POST", "/v2/repository/index"), ("GET", "/v2/models/audio_decode/config")]:
+            req = urllib.request.Request(
+                f"http://{server.http_url}{path}", method=method, data=b"{}" if method == "POST" else None
+            )
+            with pytest.raises(urllib.error.HTTPError) as info:
+                urllib.request.urlopen(req, timeout=5)
+            assert info.value.code in (403, 400), path
+        client = httpclient.InferenceServerClient(server.http_url)
+        assert client.is_model_ready("audio_decode")  # inference and health stay open

@@ -12,6 +12,14 @@ from .config import ConfigError
 from .launcher import RUNTIME_DIR, LaunchError, ServerOptions, TritonServer
 from .repository import ModelDeploy, parse_instance_override
 
+# For a server others can reach: nobody may load/unload models or read configs over the API,
+# the pool of reusable gRPC request/response objects is bounded (2.51 has no response-pool flag).
+HARDENING_FLAGS = [
+    "--http-restricted-api=model-repository,model-config:voicebot-admin=never",
+    "--grpc-restricted-protocol=model-repository,model-config:voicebot-admin=never",
+    "--grpc-infer-allocation-pool-size=64",
+]
+
 
 def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
     parser = argparse.ArgumentParser(prog="python -m voicebot.serving", description=__doc__)
@@ -31,6 +39,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
     )
     parser.add_argument("--runtime-dir", type=Path, default=RUNTIME_DIR)
     parser.add_argument("--tritonserver", type=Path, default=None, help="server binary (default: the bundled one)")
+    parser.add_argument(
+        "--system-tritonserver",
+        type=Path,
+        default=None,
+        help="a full Triton install's server (NVIDIA's container), used with its own backends",
+    )
+    parser.add_argument(
+        "--harden",
+        action="store_true",
+        help="flags for an exposed server: no repository/config API, bounded gRPC response pool",
+    )
     parser.add_argument("--log-verbose", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for all models")
     args = parser.parse_args(argv)
@@ -48,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
         runtime_dir=args.runtime_dir,
         server=args.tritonserver,
         log_verbose=args.log_verbose,
+        system_server=args.system_tritonserver,
+        extra_flags=HARDENING_FLAGS if args.harden else [],
     ), args.timeout
 
 

@@ -40,8 +40,8 @@ class LaunchError(RuntimeError):
 @dataclass
 class TritonPaths:
     server: Path
-    backend_dir: Path  # .../backends, holding python/ with backend, utils and stub
-    cache_dir: Path
+    backend_dir: Path | None  # .../backends, holding python/ with backend, utils and stub; None: the server's own
+    cache_dir: Path | None
     libs_dir: Path | None
 
 
@@ -112,6 +112,8 @@ class ServerOptions:
     extra_args: list[str] = field(default_factory=list)
     models: list[str] | None = None  # a subset of the repository; None serves every model
     exit_timeout: int = 10
+    system_server: Path | None = None  # a full Triton install (container) instead of the pytriton wheel
+    extra_flags: list[str] = field(default_factory=list)
 
 
 class TritonServer:
@@ -136,11 +138,13 @@ class TritonServer:
 
     def command(self, paths: TritonPaths, repository: Path) -> list[str]:
         o = self.options
+        own_backends = [] if paths.backend_dir is None else [f"--backend-directory={paths.backend_dir}"]
+        own_cache = [] if paths.cache_dir is None else [f"--cache-directory={paths.cache_dir}"]
         return [
             str(paths.server),
             f"--model-repository={repository}",
-            f"--backend-directory={paths.backend_dir}",
-            f"--cache-directory={paths.cache_dir}",
+            *own_backends,
+            *own_cache,
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
             f"--http-address={o.host}",
             f"--http-port={o.http_port}",
@@ -156,12 +160,16 @@ class TritonServer:
             f"--exit-timeout-secs={o.exit_timeout}",
             f"--log-verbose={o.log_verbose}",
             *o.extra_args,
+            *o.extra_flags,
         ]
 
     def start(self, timeout: float = 180.0, progress: IO[str] | None = sys.stderr) -> TritonServer:
         o = self.options
         o.runtime_dir.mkdir(parents=True, exist_ok=True)
-        paths = prepare_backend(o.runtime_dir, o.server)
+        if o.system_server is not None:  # NVIDIA's container: its own server, backends and Python
+            paths = TritonPaths(server=o.system_server, backend_dir=None, cache_dir=None, libs_dir=None)
+        else:
+            paths = prepare_backend(o.runtime_dir, o.server)
         deploys = load_profile(o.profile)
         for model, override in o.overrides.items():
             base = deploys.get(model, ModelDeploy())
