@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from voicebot import contract as c
+
 ROOT = Path(__file__).resolve().parents[1]
 PERF_VENV = ROOT / ".venv-perf"
 
@@ -52,10 +54,10 @@ def input_files(folder: Path, pcm16: bytes, wav: bytes, question: str) -> dict[s
         "audio_decode": {"audio_bytes": {"b64": encoded}},
         "embedder": {"text": {"content": [question], "shape": [1]}},
         "tts": {"text": ["The root user has user ID zero, and owns the system files."]},
-        "llm": {
-            "text_input": [f"Question: {question}\nAnswer:"],
-            "stream": [True],
-            "sampling_parameters": [params],
+        c.LLM.name: {
+            c.TEXT_INPUT: [f"Question: {question}\nAnswer:"],
+            c.STREAM: [True],
+            c.SAMPLING_PARAMETERS: [params],
         },
         "voice_answer": {"question": [question], "passages": [PASSAGES]},
     }
@@ -68,7 +70,7 @@ def input_files(folder: Path, pcm16: bytes, wav: bytes, question: str) -> dict[s
     return files
 
 
-STREAMING = {"llm", "tts", "voice_answer"}
+STREAMING = {m.name for m in c.MODELS if m.decoupled}
 
 
 def run_model(model: str, data: Path, grpc_url: str, out: Path, concurrency: str, interval_ms: int) -> Path:
@@ -128,7 +130,7 @@ def run_all(
     interval = 3000 if quick else 5000
     done: dict[str, Path] = {}
     failures = []
-    for model in models or ("whisper_stt", "transcribe", "embedder", "tts", "llm", "voice_answer"):
+    for model in models or [m.name for m in c.MODELS if m.name != c.AUDIO_DECODE.name]:
         try:
             done[model] = run_model(model, files[model], grpc_url, out, concurrency, interval)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:

@@ -32,6 +32,7 @@ import report  # noqa: E402
 from floor import run_floor  # noqa: E402
 from voice_e2e import run_level  # noqa: E402
 
+from voicebot import contract as c  # noqa: E402
 from voicebot.serving.launcher import RUNTIME_DIR, ServerOptions, TritonServer  # noqa: E402
 
 
@@ -85,11 +86,11 @@ def decode_rate(grpc_url: str, tokens: int = 128) -> float:
 
     params = json.dumps({"max_tokens": tokens, "ignore_eos": True, "temperature": 0})
     client.async_stream_infer(
-        "llm",
+        c.LLM.name,
         [
-            tensor("text_input", np.array([b"Write about the sea:"], dtype=object), "BYTES"),
-            tensor("stream", np.array([True]), "BOOL"),
-            tensor("sampling_parameters", np.array([params.encode()], dtype=object), "BYTES"),
+            tensor(c.TEXT_INPUT, np.array([b"Write about the sea:"], dtype=object), "BYTES"),
+            tensor(c.STREAM, np.array([True]), "BOOL"),
+            tensor(c.SAMPLING_PARAMETERS, np.array([params.encode()], dtype=object), "BYTES"),
         ],
         enable_empty_final_response=True,
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 import websockets
 
-from voicebot.contract import EventType
+from voicebot.contract import STT_SAMPLE_RATE, EventType
 
 FRAME_BYTES = 640  # 20 ms of 16 kHz PCM16
 
@@ -36,14 +36,16 @@ async def voice_turn(url: str, audio: bytes, question: str, concurrency: int, ti
     result = TurnResult(question=question, concurrency=concurrency, ok=False)
     try:
         async with websockets.connect(url, max_size=1 << 22) as ws:
-            await ws.send(json.dumps({"type": "start", "sample_rate": 16000, "encoding": "pcm_s16le"}))
+            await ws.send(
+                json.dumps({"type": EventType.START, "sample_rate": STT_SAMPLE_RATE, "encoding": "pcm_s16le"})
+            )
             began = time.monotonic()
             for n in range(0, len(audio), FRAME_BYTES):
                 await ws.send(audio[n : n + FRAME_BYTES])
                 delay = began + (n // FRAME_BYTES + 1) * 0.02 - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            await ws.send(json.dumps({"type": "stop"}))
+            await ws.send(json.dumps({"type": EventType.STOP}))
             stopped = time.monotonic()
             deadline = stopped + timeout
             while True:

@@ -21,6 +21,8 @@ from rag_index import DocumentIndex, SearchHit
 from voicebot import contract as c
 from voicebot.text import ANSWER_DEFAULTS, Passage, build_prompt
 
+from .protocol import PCM_ENCODING
+
 
 class ServiceError(RuntimeError):
     """A Triton call failed; ``code`` is what the client sees in its error event."""
@@ -102,7 +104,7 @@ class TritonServices:
             raise _service_error(exc, model) from None
 
     async def transcribe(self, audio: bytes, encoding: str, request_id: str) -> str:
-        if encoding == "pcm_s16le":
+        if encoding == PCM_ENCODING:
             samples = np.frombuffer(audio, dtype="<i2").astype(np.float32) / 32768.0
             tensor = InferInput(c.AUDIO, [samples.size], "FP32")
             tensor.set_data_from_numpy(samples)
