@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -108,39 +109,36 @@ def plots(by_level: dict[int, list[dict]], folder: Path, stem: str) -> list[Path
         vals = sorted(stage_values(by_level.get(1, []), key))
         if vals:
             ax.step([v / 1000 for v in vals], np.arange(1, len(vals) + 1) / len(vals), where="post", label=label)
-    ax.set_xlabel("seconds")
-    ax.set_ylabel("fraction of turns")
-    ax.set_title("Latency CDF per stage, concurrency 1")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    path = folder / f"{stem}-cdf.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    out.append(path)
+    _label(ax, "seconds", "fraction of turns", "Latency CDF per stage, concurrency 1", legend=7)
+    out.append(_save(plt, fig, folder / f"{stem}-cdf.png"))
 
     levels = sorted(by_level)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
     for key, label in [("voice_to_first_audio_ms", "voice → first audio"), ("total_ms_client", "total")]:
         a1.plot(levels, [pct(stage_values(by_level[c], key), 99) / 1000 for c in levels], marker="o", label=label)
-    a1.set_xlabel("concurrent sessions")
-    a1.set_ylabel("P99 seconds")
-    a1.set_title("P99 vs concurrency")
-    a1.legend(fontsize=8)
-    a1.grid(alpha=0.3)
+    _label(a1, "concurrent sessions", "P99 seconds", "P99 vs concurrency", legend=8)
     throughput = []
     for c in levels:
         rows = [r for r in by_level[c] if r["ok"]]
         span = max((r["total_s"] for r in rows), default=0)
         throughput.append(len(rows) / max(sum(r["total_s"] for r in rows) / max(c, 1), span, 1e-9))
     a2.plot(levels, throughput, marker="o")
-    a2.set_xlabel("concurrent sessions")
-    a2.set_ylabel("answered turns / s (answer phase)")
-    a2.set_title("Throughput vs concurrency")
-    a2.grid(alpha=0.3)
-    path = folder / f"{stem}-concurrency.png"
+    _label(a2, "concurrent sessions", "answered turns / s (answer phase)", "Throughput vs concurrency")
+    out.append(_save(plt, fig, folder / f"{stem}-concurrency.png"))
+    return out
+
+
+def _label(ax: Any, xlabel: str, ylabel: str, title: str, legend: int = 0) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if legend:
+        ax.legend(fontsize=legend)
+    ax.grid(alpha=0.3)
+
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    out.append(path)
-    return out
+    return path

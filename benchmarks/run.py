@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import queue
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,13 +32,7 @@ from floor import run_floor  # noqa: E402
 from voice_e2e import run_level  # noqa: E402
 
 from voicebot import contract as c  # noqa: E402
-from voicebot.serving.launcher import RUNTIME_DIR, ServerOptions, TritonServer  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from voicebot.serving.launcher import RUNTIME_DIR, ServerOptions, TritonServer, free_port  # noqa: E402
 
 
 def upload(base: str, path: Path) -> None:

@@ -117,14 +117,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         body = {
             "ready": ready,
             "models": models,
-            "index": {"open": True, "documents": len(request.app.state.index.documents())},
+            "index": {"open": True, "documents": request.app.state.index.document_count()},
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", dependencies=auth)
     async def prometheus(request: Request) -> Response:
         index: DocumentIndex = request.app.state.index
-        metrics.index_documents.set(len(index.documents()))
+        metrics.index_documents.set(index.document_count())
         metrics.index_chunks.set(index.chunk_count())
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -150,7 +150,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         if not data:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "the uploaded file is empty")
         async with request.app.state.ingest_lock:  # one ingest at a time: embedding is CPU-bound
-            if len(index.documents()) >= settings.max_documents:
+            if index.document_count() >= settings.max_documents:
                 raise HTTPException(
                     status.HTTP_409_CONFLICT, f"the index holds the maximum of {settings.max_documents} documents"
                 )

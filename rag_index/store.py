@@ -122,15 +122,22 @@ class DocumentIndex:
     def generation(self) -> int:
         return int(self._db.execute("SELECT value FROM state WHERE key='generation'").fetchone()[0])
 
-    def documents(self) -> list[DocumentInfo]:
+    def documents(self, doc_id: str | None = None) -> list[DocumentInfo]:
+        """All documents, oldest first (or the one with ``doc_id``)."""
+        where, args = ("WHERE d.id = ?", (doc_id,)) if doc_id is not None else ("", ())
         rows = self._db.execute(
             "SELECT d.id, d.title, d.source, COUNT(c.id), d.words, d.created FROM documents d "
-            "LEFT JOIN chunks c ON c.document_id = d.id GROUP BY d.id ORDER BY d.created"
+            f"LEFT JOIN chunks c ON c.document_id = d.id {where} GROUP BY d.id ORDER BY d.created",
+            args,
         ).fetchall()
         return [DocumentInfo(*row) for row in rows]
 
     def document(self, doc_id: str) -> DocumentInfo | None:
-        return next((d for d in self.documents() if d.id == doc_id), None)
+        found = self.documents(doc_id)
+        return found[0] if found else None
+
+    def document_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM documents").fetchone()[0])
 
     def index_kind(self) -> str:
         """``hnsw`` or ``flat`` (exact): what FAISS searches with right now."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import threading
 import time
 import wave
@@ -18,12 +17,9 @@ import websockets
 
 from orchestrator.app import create_app
 from orchestrator.settings import Settings
+from voicebot.serving.launcher import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = ["LiveServer", "VoiceClient", "free_port", "make_settings", "pcm_frames"]
 
 
 class LiveServer:

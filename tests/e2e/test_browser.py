@@ -145,8 +145,10 @@ def test_narrow_screen_and_keyboard_only(page):
     page.set_viewport_size({"width": 360, "height": 740})
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 360  # no horizontal scrolling at 360 px
-    page.keyboard.press("Tab")
-    focused = page.evaluate("document.activeElement.id || document.activeElement.tagName")
-    assert focused  # something is focusable from the start
-    page.focus("#talk")
-    assert page.evaluate("document.activeElement.id") == "talk"
+    reached = []
+    for _ in range(20):  # keyboard only: Tab through the page until the Talk button has focus
+        page.keyboard.press("Tab")
+        reached.append(page.evaluate("document.activeElement.id || document.activeElement.tagName"))
+        if reached[-1] == "talk":
+            break
+    assert reached[-1] == "talk", reached

@@ -37,6 +37,8 @@ def test_add_search_list_delete(index):
     router, _ = index.add("router.md", b"# Router\nHold the reset button for ten seconds to restore factory settings.")
     bread, created = index.add("bread.txt", b"Knead the dough and bake the bread for forty minutes.")
     assert created and {d.id for d in index.documents()} == {router.id, bread.id}
+    assert index.document_count() == 2 and index.document(router.id).source == "router.md"
+    assert index.document("missing") is None
     hits = index.search("reset button router", k=2)
     assert hits[0].document_id == router.id and hits[0].title == "Router" and hits[0].source == "router.md"
     assert hits[0].score > hits[1].score

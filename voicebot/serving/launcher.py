@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -43,6 +44,13 @@ class TritonPaths:
     backend_dir: Path | None  # .../backends, holding python/ with backend, utils and stub; None: the server's own
     cache_dir: Path | None
     libs_dir: Path | None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS has free right now (tests and benchmarks start servers on these)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def pytriton_root() -> Path:
