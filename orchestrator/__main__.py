@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 
 from . import logs
 
@@ -20,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
 
     from voicebot.serving.launcher import LaunchError, ServerOptions, TritonServer
+    from voicebot.serving.supervisor import Supervisor
 
     from .app import create_app
     from .settings import Settings
@@ -32,10 +34,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invalid settings:\n{exc}", file=sys.stderr)
         return 2
     server = None
+    stop_watching = threading.Event()
+    watcher = None
     try:
         if args.with_triton:
             server = TritonServer(ServerOptions())
             server.start()
+            # Restarts the server if it or a model process dies; the orchestrator reconnects by itself.
+            watcher = Supervisor(server).start_thread(stop_watching)
         print(f"[orchestrator] http://{settings.host}:{settings.port}/  (WebSocket /v1/voice)", file=sys.stderr)
         uvicorn.run(
             create_app(settings),
@@ -49,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[triton] error: {exc}", file=sys.stderr)
         return 1
     finally:
+        stop_watching.set()
+        if watcher is not None:
+            watcher.join(timeout=60)
         if server is not None:
             server.stop()
     return 0

@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         embedder = TritonEmbedder(settings.triton_http_url)
         index = await asyncio.to_thread(DocumentIndex, settings.index_dir, embedder)
-        triton = TritonServices(settings.triton_grpc_url, index, settings.language)
+        triton = TritonServices(settings.triton_grpc_url, index, settings.language, settings.stall_timeout_s)
         app.state.index = index
         app.state.triton = triton
         app.state.runner = TurnRunner(services or Services(triton, triton, triton), settings, metrics)
@@ -113,6 +113,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     @app.get("/readyz", dependencies=auth)
     async def readyz(request: Request) -> JSONResponse:
         models = await request.app.state.triton.ready()
+        metrics.set_model_readiness(models)
         ready = all(models.values())
         body = {
             "ready": ready,
@@ -124,6 +125,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     @app.get("/metrics", dependencies=auth)
     async def prometheus(request: Request) -> Response:
         index: DocumentIndex = request.app.state.index
+        metrics.set_model_readiness(await request.app.state.triton.ready())
         metrics.index_documents.set(index.document_count())
         metrics.index_chunks.set(index.chunk_count())
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -27,6 +27,16 @@ class Metrics:
         self.active_sessions = Gauge("voicebot_active_sessions", "Open voice sessions", registry=self.registry)
         self.index_documents = Gauge("voicebot_index_documents", "Documents in the index", registry=self.registry)
         self.index_chunks = Gauge("voicebot_index_chunks", "Chunks in the index", registry=self.registry)
+        self.model_ready = Gauge(
+            "voicebot_model_ready",
+            "1 when Triton reports the model ready to this orchestrator, else 0 (unreachable counts as 0)",
+            ["model"],
+            registry=self.registry,
+        )
+
+    def set_model_readiness(self, states: dict[str, bool]) -> None:
+        for model, ready in states.items():
+            self.model_ready.labels(model).set(1 if ready else 0)
 
     def observe_timings(self, timings: dict[str, float]) -> None:
         for key, ms in timings.items():

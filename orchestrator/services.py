@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import grpc
 import numpy as np
 import tritonclient.grpc.aio as grpcaio
-from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
 from rag_index import DocumentIndex, SearchHit
@@ -65,10 +66,23 @@ def _bytes_input(name: str, values: list[bytes]) -> InferInput:
 
 
 def _service_error(exc: InferenceServerException, what: str) -> ServiceError:
-    status = str(exc.status() or "")
-    if "INVALID_ARG" in status.upper() or "400" in status:
+    status = str(exc.status() or "").upper()
+    if "INVALID_ARG" in status or "400" in status:
         return ServiceError("invalid_input", f"{what}: {exc.message()}")
+    if "DEADLINE_EXCEEDED" in status:
+        return ServiceError("upstream_stalled", f"{what} did not answer in time")
     return ServiceError("upstream_unavailable", f"{what} failed: {exc.message()}")
+
+
+# A restarted tritonserver must be found again within seconds: gRPC's default reconnect
+# backoff grows to two minutes while the server is away.
+CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
 
 
 def passages_json(hits: Sequence[SearchHit]) -> str:
@@ -76,12 +90,20 @@ def passages_json(hits: Sequence[SearchHit]) -> str:
 
 
 class TritonServices:
-    """Speech to text, retrieval and answers, all through Triton."""
+    """Speech to text, retrieval and answers, all through Triton.
 
-    def __init__(self, grpc_url: str, index: DocumentIndex, language: str = "en") -> None:
-        self.client = grpcaio.InferenceServerClient(grpc_url)
+    ``stall_timeout_s`` bounds every wait on Triton: a unary call, and the gap between two
+    pieces of a stream. A model whose process died mid-request never answers (Triton 2.51
+    does not fail such a request), so without this bound a turn would hang.
+    """
+
+    def __init__(
+        self, grpc_url: str, index: DocumentIndex, language: str = "en", stall_timeout_s: float = 30.0
+    ) -> None:
+        self.client = grpcaio.InferenceServerClient(grpc_url, channel_args=CHANNEL_ARGS)
         self.index = index
         self.language = language
+        self.stall_timeout_s = stall_timeout_s
 
     async def close(self) -> None:
         await self.client.close()
@@ -90,7 +112,7 @@ class TritonServices:
         states: dict[str, bool] = {}
         for name in c.MODEL_NAMES:
             try:
-                states[name] = bool(await self.client.is_model_ready(name))
+                states[name] = bool(await self.client.is_model_ready(name, client_timeout=2.0))
             except InferenceServerException:
                 states[name] = False
         return states
@@ -98,7 +120,11 @@ class TritonServices:
     async def _infer(self, model: str, inputs: list[InferInput], outputs: list[str], request_id: str) -> Any:
         try:
             return await self.client.infer(
-                model, inputs, outputs=[InferRequestedOutput(o) for o in outputs], request_id=request_id
+                model,
+                inputs,
+                outputs=[InferRequestedOutput(o) for o in outputs],
+                request_id=request_id,
+                client_timeout=self.stall_timeout_s,
             )
         except InferenceServerException as exc:
             raise _service_error(exc, model) from None
@@ -170,13 +196,24 @@ class TritonServices:
             }
 
         responses = self.client.stream_infer(requests())
+        pieces = aiter(responses)
         try:
-            async for result, error in responses:
+            while True:
+                try:
+                    result, error = await asyncio.wait_for(anext(pieces), self.stall_timeout_s)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise ServiceError(
+                        "upstream_stalled", f"{model} sent nothing for {self.stall_timeout_s:g} s"
+                    ) from None
                 if error is not None:
                     raise _service_error(error, model)
                 yield result
         except InferenceServerException as exc:
             raise _service_error(exc, model) from None
+        except grpc.aio.AioRpcError as exc:  # the stream itself broke: the server went away mid-answer
+            raise ServiceError("upstream_unavailable", f"{model} stream broke: {exc.code().name}") from None
         finally:
             # Ends the gRPC stream; on barge-in this cancels the request in Triton.
             responses.cancel()

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     max_queued_frames: int = Field(256, ge=8)
     max_text_chars: int = Field(2000, ge=10, le=20000)
     turn_timeout_s: float = Field(120.0, gt=1)
+    # Longest wait for Triton's next answer (a unary call, or the next token/audio of a stream)
+    # before the turn fails with `upstream_stalled`: a dead model process never answers.
+    stall_timeout_s: float = Field(30.0, gt=0.5, le=600)
 
     @field_validator("api_token")
     @classmethod

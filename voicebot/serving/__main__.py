@@ -11,6 +11,7 @@ from pathlib import Path
 from .config import ConfigError
 from .launcher import RUNTIME_DIR, LaunchError, ServerOptions, TritonServer
 from .repository import ModelDeploy, parse_instance_override
+from .supervisor import Supervisor
 
 # For a server others can reach: nobody may load/unload models or read configs over the API,
 # the pool of reusable gRPC request/response objects is bounded (2.51 has no response-pool flag).
@@ -21,7 +22,7 @@ HARDENING_FLAGS = [
 ]
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
+def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float, int]:
     parser = argparse.ArgumentParser(prog="python -m voicebot.serving", description=__doc__)
     parser.add_argument(
         "--host", default="127.0.0.1", help="bind address for HTTP, gRPC and metrics (default 127.0.0.1)"
@@ -52,40 +53,51 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
     )
     parser.add_argument("--log-verbose", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for all models")
+    parser.add_argument(
+        "--max-restarts",
+        type=int,
+        default=5,
+        help="restart the server when it or a model process dies, at most this often in 10 minutes (0: exit)",
+    )
     args = parser.parse_args(argv)
     overrides: dict[str, ModelDeploy] = {}
     for text in args.instances:
         model, kind, count = parse_instance_override(text)
         overrides[model] = ModelDeploy(kind=kind or "", count=count or 0)
-    return ServerOptions(
-        host=args.host,
-        http_port=args.http_port,
-        grpc_port=args.grpc_port,
-        metrics_port=args.metrics_port,
-        profile=args.profile,
-        overrides=overrides,
-        runtime_dir=args.runtime_dir,
-        server=args.tritonserver,
-        log_verbose=args.log_verbose,
-        system_server=args.system_tritonserver,
-        extra_flags=HARDENING_FLAGS if args.harden else [],
-    ), args.timeout
+    return (
+        ServerOptions(
+            host=args.host,
+            http_port=args.http_port,
+            grpc_port=args.grpc_port,
+            metrics_port=args.metrics_port,
+            profile=args.profile,
+            overrides=overrides,
+            runtime_dir=args.runtime_dir,
+            server=args.tritonserver,
+            log_verbose=args.log_verbose,
+            system_server=args.system_tritonserver,
+            extra_flags=HARDENING_FLAGS if args.harden else [],
+        ),
+        args.timeout,
+        args.max_restarts,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        options, timeout = parse_args(argv)
+        options, timeout, max_restarts = parse_args(argv)
         server = TritonServer(options)
+        supervisor = Supervisor(server, max_restarts=max_restarts, start_timeout_s=timeout)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         with server:
             server.start(timeout=timeout)
             print(f"[triton] log: {server.log_path}; Ctrl-C stops", file=sys.stderr)
-            while not stop.wait(1.0):
-                if server.process is None or server.process.poll() is not None:
-                    print(f"[triton] server exited unexpectedly:\n{server.log_tail()}", file=sys.stderr)
-                    return 1
+            supervisor.run(stop)
+            if supervisor.failure is not None:
+                print(server.log_tail(), file=sys.stderr)
+                return 1
         print("[triton] stopped", file=sys.stderr)
         return 0
     except (LaunchError, ConfigError) as exc:

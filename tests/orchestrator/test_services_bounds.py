@@ -1,0 +1,83 @@
+"""TritonServices' bounds on a silent or broken Triton stream, with a stand-in gRPC stream (no Triton)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import grpc
+import pytest
+
+from orchestrator.services import ServiceError, TritonServices
+
+
+class StandInStream:
+    """What ``stream_infer`` returns: an async iterator of (result, error) with ``cancel()``."""
+
+    def __init__(self, pieces: list[Any], then: BaseException | None = None, hang: bool = False) -> None:
+        self.pieces, self.then, self.hang = list(pieces), then, hang
+        self.cancelled = False
+
+    def __aiter__(self) -> StandInStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self.pieces:
+            return self.pieces.pop(0)
+        if self.then is not None:
+            raise self.then
+        if self.hang:
+            await asyncio.sleep(3600)
+        raise StopAsyncIteration
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class StandInClient:
+    def __init__(self, stream: StandInStream) -> None:
+        self.stream = stream
+
+    def stream_infer(self, requests: Any) -> StandInStream:
+        return self.stream
+
+
+def services_over(stream: StandInStream, stall_s: float) -> TritonServices:
+    services = TritonServices("127.0.0.1:1", index=None, stall_timeout_s=stall_s)  # type: ignore[arg-type]
+    services.client = StandInClient(stream)  # type: ignore[assignment]
+    return services
+
+
+def drain(stream: StandInStream, stall_s: float) -> list[Any]:
+    async def run() -> list[Any]:  # the gRPC channel needs a running loop
+        services = services_over(stream, stall_s)
+        return [r async for r in services._stream("llm", [], [], "turn1")]
+
+    return asyncio.run(run())
+
+
+def test_a_stream_that_goes_silent_fails_as_stalled_and_is_cancelled() -> None:
+    stream = StandInStream([("first", None)], hang=True)
+    began = time.monotonic()
+    with pytest.raises(ServiceError) as caught:
+        drain(stream, stall_s=0.3)
+    assert caught.value.code == "upstream_stalled"
+    assert 0.25 < time.monotonic() - began < 5
+    assert stream.cancelled
+
+
+def test_a_stream_that_breaks_is_upstream_unavailable() -> None:
+    broken = grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details="Socket closed"
+    )
+    stream = StandInStream([("first", None)], then=broken)
+    with pytest.raises(ServiceError) as caught:
+        drain(stream, stall_s=5)
+    assert caught.value.code == "upstream_unavailable" and "UNAVAILABLE" in str(caught.value)
+    assert stream.cancelled
+
+
+def test_a_stream_that_ends_normally_yields_every_piece() -> None:
+    stream = StandInStream([("a", None), ("b", None)])
+    assert drain(stream, stall_s=5) == ["a", "b"]
