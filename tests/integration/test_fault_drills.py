@@ -157,7 +157,7 @@ def test_server_killed_mid_session(drill_triton: TritonServer, orchestrator: Liv
             assert log.types()[-1] == "error"
             assert log.of("error")[0]["code"] in ("upstream_stalled", "upstream_unavailable")
             failed_after = time.monotonic() - killed
-            took, failures = await turn_until_it_succeeds(client, RECOVERY_BOUND_S)
+            _, failures = await turn_until_it_succeeds(client, RECOVERY_BOUND_S)
             print(
                 f"\n[drill] stub killed (supervised): turn failed ({log.of('error')[0]['code']}) after "
                 f"{failed_after:.1f} s, answered again {time.monotonic() - killed:.1f} s after the kill "
