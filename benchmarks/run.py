@@ -14,11 +14,9 @@ import json
 import os
 import platform
 import queue
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import voicebot  # noqa: F401  (first: keeps the checkout's triton/ folder off sys.path)
@@ -29,38 +27,10 @@ sys.path.insert(0, str(HERE))
 import corpus  # noqa: E402
 import report  # noqa: E402
 from floor import run_floor  # noqa: E402
+from stack import ServedStack  # noqa: E402
 from voice_e2e import run_level  # noqa: E402
 
 from voicebot import contract as c  # noqa: E402
-from voicebot.serving.launcher import RUNTIME_DIR, ServerOptions, TritonServer, free_port  # noqa: E402
-
-
-def upload(base: str, path: Path) -> None:
-    boundary = "bench-boundary"
-    body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n\r\n'.encode()
-        + path.read_bytes()
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    req = urllib.request.Request(
-        f"{base}/v1/documents",
-        data=body,
-        method="POST",
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
-    with urllib.request.urlopen(req, timeout=300) as resp:
-        assert resp.status in (200, 201)
-
-
-def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
 
 
 def decode_rate(grpc_url: str, tokens: int = 128) -> float:
@@ -123,63 +93,28 @@ def main() -> int:
     passage_words = int(os.environ.get("VOICEBOT_PASSAGE_WORDS", "60"))
     floor_turns = run_floor(clips, work / "floor-index", documents, passage_words=passage_words)
 
-    triton = TritonServer(
-        ServerOptions(
-            http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), runtime_dir=RUNTIME_DIR / "bench"
-        )
-    )
-    port = free_port()
-    env = dict(
-        os.environ,
-        VOICEBOT_PORT=str(port),
-        VOICEBOT_INDEX_DIR=str(work / "served-index"),
-        VOICEBOT_TRITON_GRPC_URL="",
-        VOICEBOT_TRITON_HTTP_URL="",
-        VOICEBOT_MAX_SESSIONS="32",
-    )
     by_level: dict[int, list[dict]] = {}
     perf_table, perf_failures = "not run (--no-perf)", []
-    decode = None
-    orchestrator = None
-    try:
-        triton.start()
-        env["VOICEBOT_TRITON_GRPC_URL"], env["VOICEBOT_TRITON_HTTP_URL"] = triton.grpc_url, triton.http_url
-        orchestrator = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", "--log-level", "WARNING"],
-            env=env,
-            cwd=work,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
-        wait_http(f"{base}/healthz")
-        for doc in documents:
-            upload(base, doc)
-        decode = decode_rate(triton.grpc_url)
-        url = f"ws://127.0.0.1:{port}/v1/voice"
-        asyncio.run(run_level(url, clips[:1], 1, 1))  # warm-up, not counted
+    with ServedStack(work, documents) as stack:
+        decode = decode_rate(stack.triton.grpc_url)
+        asyncio.run(run_level(stack.ws_url, clips[:1], 1, 1))  # warm-up, not counted
         for level in levels:
             per_session = turns_c1 if level == 1 else turns_other
             print(f"[bench] concurrency {level}: {level * per_session} voice turns", file=sys.stderr)
-            results = asyncio.run(run_level(url, clips, level, per_session))
+            results = asyncio.run(run_level(stack.ws_url, clips, level, per_session))
             by_level[level] = [r.as_row() for r in results]
         if not args.no_perf:
             import perf
 
             first = corpus.speak(corpus.QUESTIONS[0].text, work / "speech", "q0")
             perf_table, perf_failures = perf.run_all(
-                triton.grpc_url,
+                stack.triton.grpc_url,
                 args.out / "raw",
                 corpus.pcm(first),
                 first.read_bytes(),
                 corpus.QUESTIONS[0].text,
                 args.quick,
             )
-    finally:
-        if orchestrator is not None:
-            orchestrator.terminate()
-            orchestrator.wait(30)
-        triton.stop()
 
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"{started:%Y-%m-%d}-{platform.node() or 'machine'}"

@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import numpy as np
 
 from voicebot import contract as c
 
 
 class TritonEmbedder:
-    """Calls the ``embedder`` model over Triton's HTTP API."""
+    """Calls the ``embedder`` model over Triton's HTTP API, from any thread.
+
+    tritonclient's HTTP client runs on gevent, whose sockets belong to the thread that made
+    them: used from another thread it fails ("Cannot switch to a different thread") or hangs.
+    The orchestrator ingests on asyncio's worker threads, so each thread gets its own client.
+    """
 
     def __init__(self, url: str = "127.0.0.1:8000", timeout: float = 60.0) -> None:
         import tritonclient.http as httpclient
 
         self._http = httpclient
-        self._client = httpclient.InferenceServerClient(url, network_timeout=timeout, connection_timeout=5)
         self.url = url
+        self.timeout = timeout
+        self._local = threading.local()
+        self._clients: list[Any] = []
+        self._lock = threading.Lock()
+
+    @property
+    def _client(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._http.InferenceServerClient(self.url, network_timeout=self.timeout, connection_timeout=5)
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
 
     def is_ready(self) -> bool:
         try:
@@ -24,7 +45,10 @@ class TritonEmbedder:
             return False
 
     def close(self) -> None:
-        self._client.close()
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
 
     def embed(self, texts: list[str]) -> np.ndarray:
         data = np.array([[t.encode("utf-8") for t in texts]], dtype=np.object_)  # [1, N]: one request

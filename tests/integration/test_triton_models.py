@@ -275,3 +275,21 @@ def test_custom_metrics_are_exported(triton):
     for name in (metrics.STT_RTF, metrics.LLM_TTFT, metrics.LLM_OUTPUT_TOKENS, metrics.TTS_FIRST_AUDIO):
         assert name in text, name
     assert f'{metrics.LLM_TTFT}_bucket{{model="llm",version="1",le="0.05"}}' in text
+
+
+def test_index_embedder_client_works_from_any_thread(triton):
+    """The orchestrator ingests on asyncio's worker threads; the HTTP client must not care which."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rag_index.embedders import TritonEmbedder
+
+    embedder = TritonEmbedder(triton.http_url)
+    try:
+        first = embedder.embed(["the root user has user id 0"])
+        with ThreadPoolExecutor(4) as pool:
+            others = list(pool.map(lambda _: embedder.embed(["the root user has user id 0"]), range(8)))
+    finally:
+        embedder.close()
+    assert first.shape == (1, c.EMBEDDING_DIM)
+    for vectors in others:
+        assert np.allclose(vectors, first, atol=1e-5)

@@ -1,0 +1,110 @@
+"""The served stack for benchmarks and the soak: the embedded tritonserver plus the orchestrator as
+its own process (as `make run` has them), on free loopback ports, with the corpus ingested."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from voicebot.serving.launcher import RUNTIME_DIR, ServerOptions, TritonServer, free_port
+
+
+def upload(base: str, path: Path, name: str | None = None, data: bytes | None = None) -> dict[str, Any]:
+    import json
+
+    boundary = "bench-boundary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name or path.name}"\r\n\r\n'.encode()
+        + (data if data is not None else path.read_bytes())
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    req = urllib.request.Request(
+        f"{base}/v1/documents",
+        data=body,
+        method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(req, timeout=300) as resp:
+        if resp.status not in (200, 201):
+            raise RuntimeError(f"upload of {name or path.name} answered {resp.status}")
+        result: dict[str, Any] = json.loads(resp.read())
+        return result
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
+
+
+class ServedStack:
+    """``with ServedStack(workdir, documents) as stack:`` — Triton, the orchestrator, the documents."""
+
+    def __init__(self, workdir: Path, documents: list[Path], runtime: str = "bench", **env: str) -> None:
+        self.workdir = workdir
+        self.documents = documents
+        self.triton = TritonServer(
+            ServerOptions(
+                http_port=free_port(),
+                grpc_port=free_port(),
+                metrics_port=free_port(),
+                runtime_dir=RUNTIME_DIR / runtime,
+            )
+        )
+        self.port = free_port()
+        self.env = dict(
+            os.environ,
+            VOICEBOT_PORT=str(self.port),
+            VOICEBOT_INDEX_DIR=str(workdir / "served-index"),
+            VOICEBOT_MAX_SESSIONS="32",
+            **env,
+        )
+        self.orchestrator: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/voice"
+
+    def __enter__(self) -> ServedStack:
+        try:
+            self.triton.start()
+            self.env["VOICEBOT_TRITON_GRPC_URL"] = self.triton.grpc_url
+            self.env["VOICEBOT_TRITON_HTTP_URL"] = self.triton.http_url
+            self.orchestrator = subprocess.Popen(
+                [sys.executable, "-m", "orchestrator", "--log-level", "WARNING"],
+                env=self.env,
+                cwd=self.workdir,
+                stdout=subprocess.DEVNULL,
+                stderr=open(self.workdir / "orchestrator.log", "wb"),
+            )
+            wait_http(f"{self.base}/healthz")
+            for doc in self.documents:
+                upload(self.base, doc)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.orchestrator is not None:
+            self.orchestrator.terminate()
+            try:
+                self.orchestrator.wait(30)
+            except subprocess.TimeoutExpired:
+                self.orchestrator.kill()
+                self.orchestrator.wait(5)
+        self.triton.stop()
