@@ -27,7 +27,7 @@ APT_PACKAGES := espeak-ng sox chromium prometheus
 WEBAPP_SOURCES := $(wildcard webapp/src/*) webapp/index.html webapp/vite.config.ts webapp/tsconfig.json
 PYTEST_ARGS ?=
 
-.PHONY: help setup run triton test lint bench bench-quick clean system-deps
+.PHONY: help setup run triton test lint bench bench-quick soak clean system-deps
 
 help:
 	@echo "make run    - install what is missing, start Triton (all models) and the orchestrator on 127.0.0.1"
@@ -35,6 +35,7 @@ help:
 	@echo "make test   - install what is missing, run the whole test suite"
 	@echo "make lint   - ruff + mypy"
 	@echo "make bench  - end-to-end + floor benchmark, report in benchmarks/results/ (bench-quick: under 10 min)"
+	@echo "make soak   - mixed load for SOAK_SECONDS (default 1800): errors must be 0, RSS growth <= 10%"
 	@echo "make clean  - remove the venv and runtime files (keeps the llama.cpp wheel cache)"
 
 setup: $(STAMP) system-deps webapp/dist/index.html
@@ -108,6 +109,12 @@ bench: setup $(VENV)/.bench-installed .venv-perf/.installed
 
 bench-quick: BENCH_ARGS = --quick
 bench-quick: bench
+
+SOAK_SECONDS ?= 1800
+SOAK_REPORT ?= benchmarks/results/$(shell date +%F)-$(shell hostname)-soak.md
+
+soak: setup
+	$(PY) benchmarks/soak.py --duration $(SOAK_SECONDS) --report $(SOAK_REPORT)
 
 clean:
 	rm -rf $(VENV) .venv-perf .run .pytest_cache .mypy_cache .ruff_cache test-artifacts webapp/node_modules webapp/dist

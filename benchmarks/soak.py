@@ -213,13 +213,19 @@ class MemorySampler:
         alive = set(model_stubs(self.server_pid))
         return [role for role, pid in self.pids.items() if role.startswith("stub") and pid not in alive]
 
-    def growth(self) -> dict[str, tuple[float, float, float]]:
-        """role -> (start MiB, end MiB, growth %), start and end as medians of three samples."""
+    def growth(self) -> dict[str, tuple[float, float, float, float]]:
+        """role -> (start MiB, end MiB, growth %, growth % over the second half).
+
+        Start, middle and end are medians of three samples; the second half tells a leak
+        (still growing) from caches that filled early and stopped.
+        """
         out = {}
         for role, values in self.samples.items():
             if len(values) >= 2:
-                head, tail = statistics.median(values[:3]), statistics.median(values[-3:])
-                out[role] = (head, tail, 100.0 * (tail - head) / head)
+                mid = len(values) // 2
+                head, middle = statistics.median(values[:3]), statistics.median(values[max(mid - 1, 0) : mid + 2])
+                tail = statistics.median(values[-3:])
+                out[role] = (head, tail, 100.0 * (tail - head) / head, 100.0 * (tail - middle) / middle)
         return out
 
 
@@ -281,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     if not server_alive:
         tally.fail("processes", "tritonserver exited")
     rows = "\n".join(
-        f"| {role} | {a:.0f} | {b:.0f} | {g:+.1f}% |" for role, (a, b, g) in sorted(growth.items(), key=lambda x: x[0])
+        f"| {role} | {a:.0f} | {b:.0f} | {g:+.1f}% | {h:+.1f}% |" for role, (a, b, g, h) in sorted(growth.items())
     )
     errors = "\n".join(f"- {e}" for e in tally.errors[:50]) or "none"
     text = f"""# Soak {started:%Y-%m-%d %H:%M} on {platform.node()}
@@ -291,8 +297,8 @@ document worker for {args.duration:g} s of load ({elapsed:.0f} s with start-up a
 
 Operations: {dict(sorted(tally.ops.items()))}. **Errors: {len(tally.errors)}.**
 
-| process | RSS after warm-up (MiB) | RSS at the end (MiB) | growth |
-|---|---|---|---|
+| process | RSS after warm-up (MiB) | RSS at the end (MiB) | growth | growth in the second half |
+|---|---|---|---|---|
 {rows}
 
 Goal: no process grows more than {args.max_rss_growth:g}% — {"not met: " + ", ".join(over) if over else "met"}.
@@ -304,8 +310,19 @@ Errors:
     if args.report is not None:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(text)
-        args.report.with_suffix(".json").write_text(
-            json.dumps({"ops": tally.ops, "errors": tally.errors, "rss": growth, "duration_s": args.duration})
+        raw = args.report.parent / "raw"  # raw numbers stay local (ignored); the report may be committed
+        raw.mkdir(exist_ok=True)
+        (raw / f"{args.report.stem}.json").write_text(
+            json.dumps(
+                {
+                    "ops": tally.ops,
+                    "errors": tally.errors,
+                    "rss": growth,
+                    "rss_samples_mib": sampler.samples,
+                    "sample_s": args.sample_s,
+                    "duration_s": args.duration,
+                }
+            )
         )
     return 1 if tally.errors or over else 0
 

@@ -12,6 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from voicebot.serving.launcher import RUNTIME_DIR, ServerOptions, TritonServer, free_port
+from voicebot.serving.repository import ModelDeploy, parse_instance_override
+
+
+def instance_overrides(specs: list[str]) -> dict[str, ModelDeploy]:
+    """``["whisper_stt=KIND_CPU:2"]`` -> the launcher's overrides."""
+    out = {}
+    for spec in specs:
+        model, kind, count = parse_instance_override(spec)
+        out[model] = ModelDeploy(kind=kind or "", count=count or 0)
+    return out
 
 
 def upload(base: str, path: Path, name: str | None = None, data: bytes | None = None) -> dict[str, Any]:
@@ -50,7 +60,14 @@ def wait_http(url: str, timeout: float = 60) -> None:
 class ServedStack:
     """``with ServedStack(workdir, documents) as stack:`` — Triton, the orchestrator, the documents."""
 
-    def __init__(self, workdir: Path, documents: list[Path], runtime: str = "bench", **env: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        documents: list[Path],
+        runtime: str = "bench",
+        instances: list[str] | None = None,
+        **env: str,
+    ) -> None:
         self.workdir = workdir
         self.documents = documents
         self.triton = TritonServer(
@@ -59,6 +76,7 @@ class ServedStack:
                 grpc_port=free_port(),
                 metrics_port=free_port(),
                 runtime_dir=RUNTIME_DIR / runtime,
+                overrides=instance_overrides(instances or []),
             )
         )
         self.port = free_port()
