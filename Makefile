@@ -103,7 +103,14 @@ $(VENV)/.bench-installed: $(STAMP)
 	.venv-perf/bin/pip install --quiet --progress-bar on tritonclient==2.51.0 nvidia-cuda-runtime-cu12==12.9.79
 	@touch $@
 
-bench: setup $(VENV)/.bench-installed .venv-perf/.installed
+# genai-perf 0.0.16 (~950 MB with its dependencies), in a venv of its own; it drives .venv-perf's perf_analyzer.
+.venv-genai/.installed:
+	@echo "==> installing genai-perf 0.0.16 into .venv-genai (first time: a few minutes)"
+	$(PYTHON) -m venv .venv-genai
+	.venv-genai/bin/pip install --quiet --progress-bar on genai-perf==0.0.16
+	@touch $@
+
+bench: setup $(VENV)/.bench-installed .venv-perf/.installed .venv-genai/.installed
 	@$(MAKE) --no-print-directory system-deps APT_PACKAGES="$(APT_PACKAGES) libb64-0d"
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
@@ -117,4 +124,4 @@ soak: setup
 	$(PY) benchmarks/soak.py --duration $(SOAK_SECONDS) --report $(SOAK_REPORT)
 
 clean:
-	rm -rf $(VENV) .venv-perf .run .pytest_cache .mypy_cache .ruff_cache test-artifacts webapp/node_modules webapp/dist
+	rm -rf $(VENV) .venv-perf .venv-genai .run .pytest_cache .mypy_cache .ruff_cache test-artifacts webapp/node_modules webapp/dist

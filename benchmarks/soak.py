@@ -18,7 +18,6 @@ import datetime as dt
 import json
 import platform
 import random
-import statistics
 import sys
 import tempfile
 import threading
@@ -126,13 +125,22 @@ async def session_worker(url: str, clips: list[tuple[str, bytes]], until: float,
                 tally.fail(op, problem)
 
 
-async def warm_up(url: str, clip: tuple[str, bytes], tally: Tally) -> None:
-    """Each operation once, one after the other."""
+async def warm_up(url: str, clips: list[tuple[str, bytes]], tally: Tally) -> None:
+    """Each operation once, then every question answered aloud once, one after the other.
+
+    Piper's and llama.cpp's working memory grows with the longest input they have seen (in-process,
+    200 clauses: Piper 254 → ~400 MiB, flat after ~60), so the baseline is taken once every
+    question has been through them: growth after that is what a leak would look like.
+    """
     async with websockets.connect(url, max_size=1 << 22) as ws:
         for op in OPERATIONS:
-            problem = await run_op(op, ws, url, *clip)
+            problem = await run_op(op, ws, url, *clips[0])
             if problem:
                 tally.fail(f"warm-up {op}", problem)
+        for question, audio in clips:
+            problem = await run_op("typed_spoken", ws, url, question, audio)
+            if problem:
+                tally.fail("warm-up typed_spoken", problem)
 
 
 def http_json(method: str, url: str) -> tuple[int, dict]:
@@ -213,19 +221,20 @@ class MemorySampler:
         alive = set(model_stubs(self.server_pid))
         return [role for role, pid in self.pids.items() if role.startswith("stub") and pid not in alive]
 
-    def growth(self) -> dict[str, tuple[float, float, float, float]]:
-        """role -> (start MiB, end MiB, growth %, growth % over the second half).
+    def growth(self) -> dict[str, tuple[float, float, float]]:
+        """role -> (peak MiB in the first third of the load, peak in the last third, growth %).
 
-        Start, middle and end are medians of three samples; the second half tells a leak
-        (still growing) from caches that filled early and stopped.
+        Peaks, not single samples: llama.cpp and Whisper saw-tooth by 50–100 MiB as buffers
+        are taken and given back, so two single samples mostly measure where in a tooth they fell.
+        A leak raises the peaks; caches that fill early (Piper's grow with the longest clause
+        seen) raise only the first third's.
         """
         out = {}
         for role, values in self.samples.items():
-            if len(values) >= 2:
-                mid = len(values) // 2
-                head, middle = statistics.median(values[:3]), statistics.median(values[max(mid - 1, 0) : mid + 2])
-                tail = statistics.median(values[-3:])
-                out[role] = (head, tail, 100.0 * (tail - head) / head, 100.0 * (tail - middle) / middle)
+            if len(values) >= 3:
+                third = max(len(values) // 3, 1)
+                first, last = max(values[:third]), max(values[-third:])
+                out[role] = (first, last, 100.0 * (last - first) / first)
         return out
 
 
@@ -250,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     with ServedStack(work, documents, runtime="soak") as stack:
         # Warm-up: one of each, sequentially, so first-use allocations are not counted as growth.
         warm = Tally()
-        asyncio.run(warm_up(stack.ws_url, clips[0], warm))
+        asyncio.run(warm_up(stack.ws_url, clips, warm))
         document_worker(stack.base, time.monotonic() + 1, warm, threading.Event(), 0)
         if warm.errors:
             print(f"[soak] the warm-up failed: {warm.errors}", file=sys.stderr)
@@ -287,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     if not server_alive:
         tally.fail("processes", "tritonserver exited")
     rows = "\n".join(
-        f"| {role} | {a:.0f} | {b:.0f} | {g:+.1f}% | {h:+.1f}% |" for role, (a, b, g, h) in sorted(growth.items())
+        f"| {role} | {min(sampler.samples[role]):.0f} | {a:.0f} | {b:.0f} | {g:+.1f}% |"
+        for role, (a, b, g) in sorted(growth.items())
     )
     errors = "\n".join(f"- {e}" for e in tally.errors[:50]) or "none"
     text = f"""# Soak {started:%Y-%m-%d %H:%M} on {platform.node()}
@@ -297,7 +307,7 @@ document worker for {args.duration:g} s of load ({elapsed:.0f} s with start-up a
 
 Operations: {dict(sorted(tally.ops.items()))}. **Errors: {len(tally.errors)}.**
 
-| process | RSS after warm-up (MiB) | RSS at the end (MiB) | growth | growth in the second half |
+| process | lowest RSS (MiB) | peak RSS, first third (MiB) | peak RSS, last third (MiB) | growth |
 |---|---|---|---|---|
 {rows}
 

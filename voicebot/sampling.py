@@ -23,6 +23,7 @@ class SamplingParams:
     top_k: int = -1
     min_p: float = 0.0
     max_tokens: int = 16
+    min_tokens: int = 0  # EOS is held back until this many tokens (genai-perf sets it with max_tokens)
     stop: tuple[str, ...] = field(default_factory=tuple)
     seed: int | None = None
     repetition_penalty: float = 1.0
@@ -37,7 +38,7 @@ class SamplingParams:
 
 
 _FLOATS = {"temperature", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty"}
-_INTS = {"top_k", "max_tokens", "seed"}
+_INTS = {"top_k", "max_tokens", "min_tokens", "seed"}
 _KNOWN = {f.name for f in fields(SamplingParams)}
 
 
@@ -124,6 +125,8 @@ def _check_ranges(p: SamplingParams) -> None:
         raise SamplingError("sampling_parameters.top_k must be -1 (off) or >= 1")
     if not 1 <= p.max_tokens <= MAX_TOKENS_LIMIT:
         raise SamplingError(f"sampling_parameters.max_tokens must be in [1, {MAX_TOKENS_LIMIT}]")
+    if not 0 <= p.min_tokens <= p.max_tokens:
+        raise SamplingError("sampling_parameters.min_tokens must be in [0, max_tokens]")
     if p.repetition_penalty <= 0:
         raise SamplingError("sampling_parameters.repetition_penalty must be > 0")
     if len(p.stop) > 16 or any(len(s) > 64 for s in p.stop):

@@ -39,6 +39,8 @@ def test_defaults_can_be_supplied():
         ('{"stop": [1]}', "stop"),
         ('{"temperature": true}', "number"),
         ('{"ignore_eos": "maybe"}', "true or false"),
+        ('{"max_tokens": 8, "min_tokens": 9}', "min_tokens"),
+        ('{"min_tokens": -1}', "min_tokens"),
         ('{"temperature": NaN}', "finite"),
     ],
 )
@@ -49,3 +51,15 @@ def test_malformed_parameters_name_the_problem(raw, message):
 
 def test_to_json_round_trips():
     assert parse_sampling_parameters(ANSWER_DEFAULTS.to_json()) == ANSWER_DEFAULTS
+
+
+def test_min_tokens_holds_eos_back_until_reached():
+    import numpy as np
+
+    from voicebot.engines.llm import eos_holder
+
+    hold = eos_holder(eos=1, prompt_tokens=5, min_tokens=3)
+    for generated, blocked in ((0, True), (2, True), (3, False), (10, False)):
+        scores = hold(np.zeros(5 + generated, dtype=np.int32), np.zeros(4, dtype=np.float32))
+        assert bool(scores[1] == float("-inf")) is blocked
+        assert np.all(scores[[0, 2, 3]] == 0)

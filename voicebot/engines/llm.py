@@ -39,6 +39,17 @@ class LlamaCppSettings:
     n_batch: int = 512
 
 
+def eos_holder(eos: int, prompt_tokens: int, min_tokens: int) -> Callable[[Any, Any], Any]:
+    """A llama.cpp logits processor: EOS impossible until ``min_tokens`` have been generated."""
+
+    def hold(input_ids: Any, scores: Any) -> Any:
+        if len(input_ids) - prompt_tokens < min_tokens:
+            scores[eos] = float("-inf")
+        return scores
+
+    return hold
+
+
 class LlamaCppEngine:
     """llama-cpp-python over a GGUF file. One generation at a time (the context is shared);
     consecutive prompts with the same prefix reuse its KV cache automatically."""
@@ -67,7 +78,13 @@ class LlamaCppEngine:
         if prompt_tokens + 1 > self.n_ctx:
             raise ValueError(f"prompt is {prompt_tokens} tokens; the context holds {self.n_ctx}")
         max_tokens = min(params.max_tokens, self.n_ctx - prompt_tokens)
-        logit_bias = {self._llama.token_eos(): float("-inf")} if params.ignore_eos else None
+        eos = self._llama.token_eos()
+        logit_bias = {eos: float("-inf")} if params.ignore_eos else None
+        processors = None
+        if params.min_tokens > 0 and not params.ignore_eos:
+            from llama_cpp import LogitsProcessorList
+
+            processors = LogitsProcessorList([eos_holder(eos, prompt_tokens, params.min_tokens)])
         with self._lock:
             chunks: Any = self._llama.create_completion(
                 prompt,
@@ -83,6 +100,7 @@ class LlamaCppEngine:
                 presence_penalty=params.presence_penalty,
                 frequency_penalty=params.frequency_penalty,
                 logit_bias=logit_bias,
+                logits_processor=processors,
                 stream=True,
             )
             try:
@@ -137,6 +155,7 @@ class VllmEngine:
             top_k=params.top_k,
             min_p=params.min_p,
             max_tokens=params.max_tokens,
+            min_tokens=params.min_tokens,
             stop=list(params.stop) or None,
             seed=params.seed,
             repetition_penalty=params.repetition_penalty,
