@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import corpus  # noqa: E402
+import genai  # noqa: E402
 import report  # noqa: E402
 from floor import run_floor  # noqa: E402
 from stack import ServedStack  # noqa: E402
@@ -95,6 +96,7 @@ def main() -> int:
 
     by_level: dict[int, list[dict]] = {}
     perf_table, perf_failures = "not run (--no-perf)", []
+    genai_table, genai_failures = "not run (--no-perf)", []
     with ServedStack(work, documents) as stack:
         decode = decode_rate(stack.triton.grpc_url)
         asyncio.run(run_level(stack.ws_url, clips[:1], 1, 1))  # warm-up, not counted
@@ -115,6 +117,7 @@ def main() -> int:
                 corpus.QUESTIONS[0].text,
                 args.quick,
             )
+            genai_table, genai_failures = genai.run_all(stack.triton.grpc_url, args.out / "raw", args.quick)
 
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"{started:%Y-%m-%d}-{platform.node() or 'machine'}"
@@ -149,6 +152,11 @@ Errors by concurrency: {errors}. First citation from the right document at c=1: 
 
 {perf_table}
 {"" if not perf_failures else "Failures: " + "; ".join(perf_failures)}
+
+## genai-perf (`llm` alone, streaming gRPC: {genai.INPUT_TOKENS} synthetic input tokens, {genai.OUTPUT_TOKENS} out)
+
+{genai_table}
+{"" if not genai_failures else "Failures: " + "; ".join(genai_failures)}
 
 ## Serving overhead (Triton + orchestrator vs in-process)
 
