@@ -54,7 +54,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         embedder = TritonEmbedder(settings.triton_http_url)
         index = await asyncio.to_thread(DocumentIndex, settings.index_dir, embedder)
-        triton = TritonServices(settings.triton_grpc_url, index, settings.language, settings.stall_timeout_s)
+        triton = TritonServices(
+            settings.triton_grpc_url,
+            index,
+            settings.language,
+            stall_timeout_s=settings.stall_timeout_s,
+            first_response_timeout_s=settings.first_response_timeout_s,
+        )
         app.state.index = index
         app.state.triton = triton
         app.state.runner = TurnRunner(services or Services(triton, triton, triton), settings, metrics)

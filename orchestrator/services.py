@@ -92,18 +92,25 @@ def passages_json(hits: Sequence[SearchHit]) -> str:
 class TritonServices:
     """Speech to text, retrieval and answers, all through Triton.
 
-    ``stall_timeout_s`` bounds every wait on Triton: a unary call, and the gap between two
-    pieces of a stream. A model whose process died mid-request never answers (Triton 2.51
-    does not fail such a request), so without this bound a turn would hang.
+    Every wait on Triton is bounded: a model whose process died mid-request never answers
+    (Triton 2.51 does not fail such a request). A unary call and the first piece of a stream
+    may wait ``first_response_timeout_s`` (they can queue behind other sessions' work); later
+    pieces of a stream ``stall_timeout_s``.
     """
 
     def __init__(
-        self, grpc_url: str, index: DocumentIndex, language: str = "en", stall_timeout_s: float = 30.0
+        self,
+        grpc_url: str,
+        index: DocumentIndex,
+        language: str = "en",
+        stall_timeout_s: float = 30.0,
+        first_response_timeout_s: float = 90.0,
     ) -> None:
         self.client = grpcaio.InferenceServerClient(grpc_url, channel_args=CHANNEL_ARGS)
         self.index = index
         self.language = language
         self.stall_timeout_s = stall_timeout_s
+        self.first_response_timeout_s = first_response_timeout_s
 
     async def close(self) -> None:
         await self.client.close()
@@ -124,7 +131,7 @@ class TritonServices:
                 inputs,
                 outputs=[InferRequestedOutput(o) for o in outputs],
                 request_id=request_id,
-                client_timeout=self.stall_timeout_s,
+                client_timeout=self.first_response_timeout_s,
             )
         except InferenceServerException as exc:
             raise _service_error(exc, model) from None
@@ -197,16 +204,16 @@ class TritonServices:
 
         responses = self.client.stream_infer(requests())
         pieces = aiter(responses)
+        bound = self.first_response_timeout_s
         try:
             while True:
                 try:
-                    result, error = await asyncio.wait_for(anext(pieces), self.stall_timeout_s)
+                    result, error = await asyncio.wait_for(anext(pieces), bound)
                 except StopAsyncIteration:
                     return
                 except TimeoutError:
-                    raise ServiceError(
-                        "upstream_stalled", f"{model} sent nothing for {self.stall_timeout_s:g} s"
-                    ) from None
+                    raise ServiceError("upstream_stalled", f"{model} sent nothing for {bound:g} s") from None
+                bound = self.stall_timeout_s
                 if error is not None:
                     raise _service_error(error, model)
                 yield result

@@ -39,8 +39,10 @@ class Settings(BaseSettings):
     max_queued_frames: int = Field(256, ge=8)
     max_text_chars: int = Field(2000, ge=10, le=20000)
     turn_timeout_s: float = Field(120.0, gt=1)
-    # Longest wait for Triton's next answer (a unary call, or the next token/audio of a stream)
-    # before the turn fails with `upstream_stalled`: a dead model process never answers.
+    # A dead model process never answers, so every wait on Triton is bounded (`upstream_stalled`):
+    # the first answer of a call may queue behind other sessions' work (at 8 sessions on 2 cores,
+    # up to ~30 s for the LLM's first token); after that, pieces of a stream come back to back.
+    first_response_timeout_s: float = Field(90.0, gt=0.5, le=600)
     stall_timeout_s: float = Field(30.0, gt=0.5, le=600)
 
     @field_validator("api_token")

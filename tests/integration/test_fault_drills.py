@@ -52,7 +52,10 @@ def drill_triton() -> Iterator[TritonServer]:
 
 @pytest.fixture
 def orchestrator(drill_triton: TritonServer, tmp_path) -> Iterator[LiveServer]:
-    live = LiveServer(make_settings(drill_triton, tmp_path / "index", stall_timeout_s=STALL_S)).start()
+    settings = make_settings(
+        drill_triton, tmp_path / "index", stall_timeout_s=STALL_S, first_response_timeout_s=STALL_S
+    )
+    live = LiveServer(settings).start()
     try:
         yield live
     finally:

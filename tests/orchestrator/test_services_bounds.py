@@ -43,15 +43,20 @@ class StandInClient:
         return self.stream
 
 
-def services_over(stream: StandInStream, stall_s: float) -> TritonServices:
-    services = TritonServices("127.0.0.1:1", index=None, stall_timeout_s=stall_s)  # type: ignore[arg-type]
+def services_over(stream: StandInStream, stall_s: float, first_s: float = 5.0) -> TritonServices:
+    services = TritonServices(
+        "127.0.0.1:1",
+        index=None,  # type: ignore[arg-type]
+        stall_timeout_s=stall_s,
+        first_response_timeout_s=first_s,
+    )
     services.client = StandInClient(stream)  # type: ignore[assignment]
     return services
 
 
-def drain(stream: StandInStream, stall_s: float) -> list[Any]:
+def drain(stream: StandInStream, stall_s: float, first_s: float = 5.0) -> list[Any]:
     async def run() -> list[Any]:  # the gRPC channel needs a running loop
-        services = services_over(stream, stall_s)
+        services = services_over(stream, stall_s, first_s)
         return [r async for r in services._stream("llm", [], [], "turn1")]
 
     return asyncio.run(run())
@@ -65,6 +70,21 @@ def test_a_stream_that_goes_silent_fails_as_stalled_and_is_cancelled() -> None:
     assert caught.value.code == "upstream_stalled"
     assert 0.25 < time.monotonic() - began < 5
     assert stream.cancelled
+
+
+def test_the_first_piece_may_wait_longer_than_the_gaps_between_pieces() -> None:
+    # Queued behind other sessions: 0.5 s to the first piece is fine with a 2 s first-response bound,
+    # even though the stall bound between pieces is 0.3 s.
+    class SlowStart(StandInStream):
+        async def __anext__(self) -> Any:
+            if self.pieces and self.pieces[0][0] == "first":
+                await asyncio.sleep(0.5)
+            return await super().__anext__()
+
+    assert drain(SlowStart([("first", None), ("second", None)]), stall_s=0.3, first_s=2.0) == ["first", "second"]
+    with pytest.raises(ServiceError) as caught:
+        drain(SlowStart([("first", None)]), stall_s=5, first_s=0.2)
+    assert caught.value.code == "upstream_stalled"
 
 
 def test_a_stream_that_breaks_is_upstream_unavailable() -> None:
