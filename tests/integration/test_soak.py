@@ -16,6 +16,7 @@ SECONDS = 45
 SHORT_RUN_GROWTH_PCT = 60
 
 
+@pytest.mark.timeout(900)
 def test_short_soak_has_no_errors_and_bounded_memory(tmp_path):
     report = tmp_path / "soak.md"
     run = subprocess.run(
