@@ -90,6 +90,18 @@ async def turn(client: VoiceClient, timeout: float = 60) -> TurnLog:
     return await client.until("done", "error", timeout=timeout)
 
 
+async def turn_with_the_llm_killed(client: VoiceClient, server: TritonServer) -> tuple[TurnLog, float]:
+    """Ask, kill the llm's stub once the turn has its passages (it is waiting for the llm), expect an error."""
+    await client.send(QUESTION)
+    await client.until("citations")
+    kill_stub(server, "llm")
+    killed = time.monotonic()
+    log = await client.until("done", "error", timeout=STALL_S + 30)
+    assert log.types()[-1] == "error"
+    assert log.of("error")[0]["code"] in ("upstream_stalled", "upstream_unavailable")
+    return log, killed
+
+
 async def turn_until_it_succeeds(client: VoiceClient, bound_s: float) -> tuple[float, int]:
     """Ask again every half second until a turn is done; (seconds it took, failed turns)."""
     began, failures = time.monotonic(), 0
@@ -114,13 +126,7 @@ def test_model_process_killed_mid_turn(drill_triton: TritonServer, orchestrator:
 
             # 1. The llm's process dies while the turn waits for it. Triton never fails that
             #    request; the orchestrator's stall bound ends the turn with an error.
-            await client.send(QUESTION)
-            await client.until("citations")
-            kill_stub(drill_triton, "llm")
-            killed = time.monotonic()
-            log = await client.until("done", "error", timeout=STALL_S + 30)
-            assert log.types()[-1] == "error"
-            assert log.of("error")[0]["code"] in ("upstream_stalled", "upstream_unavailable")
+            log, killed = await turn_with_the_llm_killed(client, drill_triton)
             assert time.monotonic() - killed < STALL_S + 5
 
             # 2. Left alone, Triton does not bring the model back: turns keep failing, fast.
@@ -152,13 +158,7 @@ def test_server_killed_mid_session(drill_triton: TritonServer, orchestrator: Liv
 
             # A model process dies mid-turn with the supervisor running: the turn errors,
             # the server is restarted without anyone asking, a turn succeeds again.
-            await client.send(QUESTION)
-            await client.until("citations")
-            kill_stub(drill_triton, "llm")
-            killed = time.monotonic()
-            log = await client.until("done", "error", timeout=STALL_S + 30)
-            assert log.types()[-1] == "error"
-            assert log.of("error")[0]["code"] in ("upstream_stalled", "upstream_unavailable")
+            log, killed = await turn_with_the_llm_killed(client, drill_triton)
             failed_after = time.monotonic() - killed
             _, failures = await turn_until_it_succeeds(client, RECOVERY_BOUND_S)
             print(
