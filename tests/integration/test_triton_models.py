@@ -267,6 +267,61 @@ def test_cancelling_voice_answer_cancels_the_llm(triton):
     assert 1 <= generated < 300, generated
 
 
+def test_voice_answer_under_concurrent_and_cancelled_answers(triton):
+    """Four clients at once, every third answer cancelled mid-stream: each other answer must
+    finish with text and audio, and no model process may die or wedge. voice_answer used
+    BLS here until its stub crashed under this kind of load (see voicebot/serving/loopback.py)."""
+    import threading
+
+    from voicebot.serving.supervisor import model_stubs
+
+    stubs_before = set(model_stubs(triton.process.pid))
+    params = json.dumps({"max_tokens": 24})
+    problems: list[str] = []
+    finished = [0]
+
+    def client(seed: int) -> None:
+        for n in range(4):
+            s = GrpcStream(triton.grpc_url)
+            try:
+                inputs = voice_answer_inputs(f"Question {seed}-{n}: what is the capital of France?", params=params)
+                if (seed + n) % 3 == 0:
+                    s.send(c.VOICE_ANSWER.name, inputs, [c.TEXT_OUTPUT, c.AUDIO])
+                    _result, error = s.next(timeout=120)
+                    if error is not None:
+                        problems.append(f"before the cancel: {error}")
+                    s.close(cancel=True)
+                    continue
+                got = s.collect(c.VOICE_ANSWER.name, inputs, [c.TEXT_OUTPUT, c.AUDIO, c.SAMPLE_RATE], timeout=180)
+                if not any(r.text() for r in got) or not any(r.audio() is not None for r in got):
+                    problems.append(f"answer {seed}-{n} lacks text or audio")
+                finished[0] += 1
+                s.close()
+            except Exception as exc:  # a timeout or an error response: both are failures here
+                problems.append(f"answer {seed}-{n}: {type(exc).__name__}: {exc}")
+                s.close(cancel=True)
+
+    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(600)
+    assert not problems, problems
+    assert finished[0] >= 8
+    assert set(model_stubs(triton.process.pid)) == stubs_before
+    # And the models still answer afterwards.
+    s = GrpcStream(triton.grpc_url)
+    try:
+        got = s.collect(
+            c.VOICE_ANSWER.name,
+            voice_answer_inputs("What is the capital of France?", params=params),
+            [c.TEXT_OUTPUT, c.AUDIO],
+        )
+    finally:
+        s.close()
+    assert any(r.text() for r in got)
+
+
 def test_custom_metrics_are_exported(triton):
     import urllib.request
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from .loopback import LOOPBACK_ENV
 from .repository import PROJECT_ROOT, ModelDeploy, load_profile, render
 
 RUNTIME_DIR = PROJECT_ROOT / ".run"
@@ -187,6 +188,9 @@ class TritonServer:
         self.models = render(repository, deploys, only=self.options.models)
         env = server_env(paths, o.runtime_dir)
         Path(env["VOICEBOT_CANCEL_DIR"]).mkdir(parents=True, exist_ok=True)
+        # Models that call other models (voice_answer) do so through this server's gRPC port.
+        loopback_host = "127.0.0.1" if o.host in ("0.0.0.0", "::", "") else o.host
+        env[LOOPBACK_ENV] = f"{loopback_host}:{o.grpc_port}"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the server
         self.process = subprocess.Popen(
             self.command(paths, repository),

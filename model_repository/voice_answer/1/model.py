@@ -1,7 +1,9 @@
-"""Triton BLS pipeline: grounded prompt -> streamed llm tokens -> clauses -> streamed tts audio.
+"""Streaming pipeline model: grounded prompt -> streamed llm tokens -> clauses -> streamed tts audio.
 
 Tokens go out as they arrive; each finished clause goes to ``tts`` on a second thread
-while generation continues, so the first audio leaves long before the answer ends.
+while generation continues, so the first audio leaves long before the answer ends. The
+calls to ``llm`` and ``tts`` go through this server's own gRPC endpoint rather than BLS:
+see ``voicebot/serving/loopback.py`` for why.
 """
 
 import json
@@ -17,6 +19,7 @@ from voicebot import contract as c
 from voicebot.sampling import parse_sampling_parameters
 from voicebot.serving import cancel, metrics
 from voicebot.serving.config import ConfigError, param
+from voicebot.serving.loopback import LoopbackError, ModelStream
 from voicebot.serving.triton_io import RequestError, StreamWorkers, bytes_tensor, input_text
 from voicebot.text import (
     ANSWER_DEFAULTS,
@@ -35,6 +38,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         try:
             max_in_flight = param(config, "max_in_flight", 16)
+            self.stall_timeout_s = param(config, "stall_timeout_s", 120.0)
         except ConfigError as exc:
             raise pb_utils.TritonModelException(f"voice_answer: {exc}") from None
         self.first_audio = metrics.histogram(
@@ -80,13 +84,14 @@ class TritonPythonModel:
         def speak():
             try:
                 n = 0
-                while (clause := clauses.get()) is not _DONE:
-                    if stop.is_set():
-                        continue  # drain without speaking
-                    n += 1
-                    sub_ids.append(f"{base}-tts{n}")
-                    for samples, rate in self._stream_tts(clause, sub_ids[-1], stop):
-                        out.put(("audio", samples, rate))
+                with ModelStream(stall_timeout_s=self.stall_timeout_s) as stream:
+                    while (clause := clauses.get()) is not _DONE:
+                        if stop.is_set():
+                            continue  # drain without speaking
+                        n += 1
+                        sub_ids.append(f"{base}-tts{n}")
+                        for samples, rate in self._stream_tts(stream, clause, sub_ids[-1], stop):
+                            out.put(("audio", samples, rate))
             except Exception as exc:
                 out.put(("error", exc))
             finally:
@@ -106,6 +111,8 @@ class TritonPythonModel:
                 if kind == "done":
                     return
                 if kind == "error":
+                    if isinstance(item[1], LoopbackError):
+                        raise RequestError(str(item[1]), item[1].code)
                     raise item[1]
                 if kind == "text":
                     yield [bytes_tensor(c.TEXT_OUTPUT, [item[1]])]
@@ -126,53 +133,23 @@ class TritonPythonModel:
             for sub_id in list(sub_ids):
                 cancel.clear(sub_id)
 
-    def _stream(self, request, stop, sub_id):
-        """Responses of a decoupled BLS request; on ``stop``, cancel it and drain to the end."""
-        responses = request.exec(decoupled=True)
-        cancelled = False
-        for response in responses:
-            if response.has_error():
-                err = response.error()
-                raise RequestError(f"{sub_id.rsplit('-', 1)[-1]}: {err.message()}", "UNAVAILABLE")
-            if stop.is_set():
-                if not cancelled:
-                    cancelled = True
-                    cancel.request_cancel(sub_id)
-                    if hasattr(responses, "cancel"):  # Triton >= 25.04
-                        responses.cancel()
-                continue
-            yield response
-
     def _stream_llm(self, prompt, params, sub_id, stop):
-        request = pb_utils.InferenceRequest(
-            model_name=c.LLM.name,
-            inputs=[
-                bytes_tensor(c.TEXT_INPUT, [prompt]),
-                pb_utils.Tensor(c.STREAM, np.array([True])),
-                bytes_tensor(c.SAMPLING_PARAMETERS, [params.to_json()]),
-                pb_utils.Tensor(c.EXCLUDE_INPUT_IN_OUTPUT, np.array([True])),
-            ],
-            requested_output_names=[c.TEXT_OUTPUT],
-            request_id=sub_id,
-        )
-        for response in self._stream(request, stop, sub_id):
-            tensor = pb_utils.get_output_tensor_by_name(response, c.TEXT_OUTPUT)
-            if tensor is not None:
-                for item in tensor.as_numpy().reshape(-1):
+        with ModelStream(stall_timeout_s=self.stall_timeout_s) as stream:
+            inputs = {
+                c.TEXT_INPUT: np.array([prompt.encode("utf-8")], dtype=np.object_),
+                c.STREAM: np.array([True]),
+                c.SAMPLING_PARAMETERS: np.array([params.to_json().encode("utf-8")], dtype=np.object_),
+                c.EXCLUDE_INPUT_IN_OUTPUT: np.array([True]),
+            }
+            for outputs in stream.call(c.LLM.name, inputs, [c.TEXT_OUTPUT], sub_id, stop):
+                for item in outputs[c.TEXT_OUTPUT].reshape(-1):
                     yield item.decode("utf-8", errors="replace")
 
-    def _stream_tts(self, clause, sub_id, stop):
-        request = pb_utils.InferenceRequest(
-            model_name=c.TTS.name,
-            inputs=[bytes_tensor(c.TEXT, [clause])],
-            requested_output_names=[c.AUDIO, c.SAMPLE_RATE],
-            request_id=sub_id,
-        )
-        for response in self._stream(request, stop, sub_id):
-            audio = pb_utils.get_output_tensor_by_name(response, c.AUDIO)
-            rate = pb_utils.get_output_tensor_by_name(response, c.SAMPLE_RATE)
-            if audio is not None and rate is not None:
-                yield audio.as_numpy().astype(np.int16, copy=False), int(rate.as_numpy().reshape(-1)[0])
+    def _stream_tts(self, stream, clause, sub_id, stop):
+        inputs = {c.TEXT: np.array([clause.encode("utf-8")], dtype=np.object_)}
+        for outputs in stream.call(c.TTS.name, inputs, [c.AUDIO, c.SAMPLE_RATE], sub_id, stop):
+            if c.AUDIO in outputs and c.SAMPLE_RATE in outputs:
+                yield outputs[c.AUDIO].astype(np.int16, copy=False), int(outputs[c.SAMPLE_RATE].reshape(-1)[0])
 
     def finalize(self):
         self.workers.join()
