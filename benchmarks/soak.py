@@ -143,6 +143,43 @@ async def warm_up(url: str, clips: list[tuple[str, bytes]], tally: Tally) -> Non
                 tally.fail("warm-up typed_spoken", problem)
 
 
+def speak_longest_clause(grpc_url: str) -> None:
+    """Have tts speak the longest clause the pipeline can send it (MAX_CLAUSE_WORDS long words).
+
+    onnxruntime's arena keeps the memory of the longest input Piper has seen (in-process: 267 →
+    350 MiB over five clauses with the arena, flat without it but 15–25% slower per clause), so
+    an answer with a longer clause than any before raises tts's RSS in one step: a high-water
+    mark, bounded by the clause limit, not a leak. Reaching it before the baseline makes growth
+    after it mean what it should.
+    """
+    import queue as queue_module
+
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    from voicebot import contract as c
+    from voicebot.text import MAX_CLAUSE_WORDS
+
+    words = ["internationalization", "telecommunications", "electroencephalography", "counterrevolutionaries"]
+    clause = " ".join(words[n % len(words)] for n in range(MAX_CLAUSE_WORDS)) + "."
+    client = grpcclient.InferenceServerClient(grpc_url)
+    responses: queue_module.Queue = queue_module.Queue()
+    client.start_stream(callback=lambda result, error: responses.put((result, error)))
+    try:
+        text = grpcclient.InferInput(c.TEXT, [1], "BYTES")
+        text.set_data_from_numpy(np.array([clause.encode()], dtype=np.object_))
+        client.async_stream_infer(c.TTS.name, [text], enable_empty_final_response=True)
+        while True:
+            result, error = responses.get(timeout=TURN_TIMEOUT_S)
+            if error is not None:
+                raise RuntimeError(f"tts warm-up: {error}")
+            if result.get_response().parameters["triton_final_response"].bool_param:
+                return
+    finally:
+        client.stop_stream()
+        client.close()
+
+
 def http_json(method: str, url: str) -> tuple[int, dict]:
     req = urllib.request.Request(url, method=method)
     try:
@@ -260,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         # Warm-up: one of each, sequentially, so first-use allocations are not counted as growth.
         warm = Tally()
         asyncio.run(warm_up(stack.ws_url, clips, warm))
+        speak_longest_clause(stack.triton.grpc_url)
         document_worker(stack.base, time.monotonic() + 1, warm, threading.Event(), 0)
         if warm.errors:
             print(f"[soak] the warm-up failed: {warm.errors}", file=sys.stderr)

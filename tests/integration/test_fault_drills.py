@@ -195,3 +195,64 @@ def test_server_killed_mid_session(drill_triton: TritonServer, orchestrator: Liv
         stop.set()
         watcher.join(60)
     assert supervisor.failure is None
+
+
+def test_dead_pipeline_process_does_not_wedge_the_llm() -> None:
+    """voice_answer's process dies mid-answer: the llm request it had open must end with it.
+
+    With BLS it did not (Triton 2.51): the llm kept generating for a parent that was gone and
+    every later llm request waited behind it. Over the loopback gRPC stream the dead process's
+    connection closes, Triton cancels the request and the llm is free within a token or two.
+    """
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from triton_helpers import GrpcStream, bytes_input
+
+    from voicebot import contract as c
+
+    ports = [free_port() for _ in range(3)]
+    server = TritonServer(
+        ServerOptions(
+            http_port=ports[0],
+            grpc_port=ports[1],
+            metrics_port=ports[2],
+            models=["llm", "tts", "voice_answer"],
+            runtime_dir=RUNTIME_DIR / "drills",
+        )
+    )
+    server.start(timeout=240, progress=None)
+    try:
+        endless = json.dumps({"max_tokens": 1500, "stop": [], "ignore_eos": True})
+        answer = GrpcStream(server.grpc_url)
+        answer.send(
+            c.VOICE_ANSWER.name,
+            [
+                bytes_input(grpcclient, c.QUESTION, ["Tell me about Paris."]),
+                bytes_input(grpcclient, c.PASSAGES, ["[]"]),
+                bytes_input(grpcclient, c.SAMPLING_PARAMETERS, [endless]),
+            ],
+            [c.TEXT_OUTPUT],
+        )
+        _result, error = answer.next(timeout=120)
+        assert error is None
+        kill_stub(server, "voice_answer")
+        killed = time.monotonic()
+
+        # 1500 tokens would take the llm ~45 s here; a short request must not wait for them.
+        llm = GrpcStream(server.grpc_url)
+        try:
+            inputs = [
+                bytes_input(grpcclient, c.TEXT_INPUT, ["The capital of France is"]),
+                bytes_input(grpcclient, c.SAMPLING_PARAMETERS, [json.dumps({"max_tokens": 4})]),
+            ]
+            stream_flag = grpcclient.InferInput(c.STREAM, [1], "BOOL")
+            stream_flag.set_data_from_numpy(np.array([True]))
+            got = llm.collect(c.LLM.name, [*inputs, stream_flag], [c.TEXT_OUTPUT], timeout=60)
+        finally:
+            llm.close()
+        took = time.monotonic() - killed
+        print(f"\n[drill] voice_answer killed mid-answer: the llm answered another request {took:.1f} s later")
+        assert got and took < 15, took
+        answer.close(cancel=True)
+    finally:
+        server.stop(timeout=3)

@@ -63,6 +63,7 @@ class ModelStream:
         self._client = grpcclient.InferenceServerClient(url or loopback_url())
         self._client.start_stream(callback=lambda result, error: self._responses.put((result, error)))
         self._open = True
+        self._in_flight = False
 
     def _inputs(self, inputs: dict[str, np.ndarray]) -> list[Any]:
         from tritonclient.utils import np_to_triton_dtype
@@ -84,6 +85,7 @@ class ModelStream:
     ) -> Iterator[dict[str, np.ndarray]]:
         if not self._open:
             raise LoopbackError(f"{model}: the stream was already cancelled")
+        self._in_flight = True
         self._client.async_stream_infer(
             model,
             self._inputs(inputs),
@@ -116,13 +118,16 @@ class ModelStream:
                 yield arrays
             final = result.get_response().parameters.get("triton_final_response")
             if final is not None and final.bool_param:
+                self._in_flight = False
                 return
 
     def cancel(self) -> None:
-        """Cancel whatever is in flight on this stream (the server sees the request cancelled)."""
+        """Close the stream, cancelling a request still in flight (the server sees it cancelled)."""
         if self._open:
             self._open = False
-            self._client.stop_stream(cancel_requests=True)
+            # Only when needed: tritonclient 2.73 leaks ~45 KB per stream closed with
+            # cancel_requests=True (measured: 600 streams, +25 MiB), none without.
+            self._client.stop_stream(cancel_requests=self._in_flight)
 
     def close(self) -> None:
         self.cancel()
