@@ -111,6 +111,8 @@ def main() -> int:
         finally:
             server.kill()
             server.wait(20)
+            for leftover in Path("/dev/shm").glob(f"blsrepro{http}_*"):  # a killed server leaves its regions
+                leftover.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

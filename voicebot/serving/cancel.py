@@ -1,9 +1,10 @@
-"""Cancelling a BLS sub-request on a Triton without ``ResponseIterator.cancel()``.
+"""Cancelling a sub-request by id, next to gRPC's own cancellation.
 
-Triton 2.51 (the embedded server) cannot cancel a request that a BLS model sent on.
-``voice_answer`` gives each sub-request an id and, to cancel it, drops a flag file
-named after it; ``llm`` and ``tts`` look for the flag between tokens and clauses.
-On a newer Triton, the iterator's own ``cancel()`` is used as well.
+``voice_answer`` gives each of its ``llm``/``tts`` requests an id and, to cancel them, drops a
+flag file named after it; ``llm`` and ``tts`` look for the flag between tokens and clauses.
+This was how BLS sub-requests got cancelled on Triton 2.51 (no ``ResponseIterator.cancel()``).
+Since ``voice_answer`` calls them over gRPC (``loopback.py``), closing its stream cancels them
+as well; the flag stays as a second path that costs one ``stat`` per token.
 """
 
 from __future__ import annotations

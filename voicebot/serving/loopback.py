@@ -23,9 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from . import cancel
+
 LOOPBACK_ENV = "VOICEBOT_LOOPBACK_GRPC"
 DEFAULT_URL = "127.0.0.1:8001"  # the port Triton uses when nobody chose one
 POLL_S = 0.05
+DRAIN_S = 5.0  # how long a stopped call may take to reach its final response
 
 
 class LoopbackError(Exception):
@@ -49,8 +52,9 @@ class ModelStream:
     """One gRPC stream to this server; calls on it run one after another.
 
     ``call`` yields each response's outputs as numpy arrays until the model's final
-    response; it stops early (and cancels the request on the server) once ``stop`` is set,
-    and raises :class:`LoopbackError` when the model fails or sends nothing for
+    response. Once ``stop`` is set it yields nothing more: it flags the request cancelled
+    (``cancel.py``) and reads on to the final response, or cancels the stream after
+    ``DRAIN_S``. It raises :class:`LoopbackError` when the model fails or sends nothing for
     ``stall_timeout_s``.
     """
 
@@ -94,31 +98,44 @@ class ModelStream:
             enable_empty_final_response=True,
         )
         last = time.monotonic()
+        drain_until: float | None = None
         while True:
-            if stop.is_set():
-                self.cancel()
-                return
+            if stop.is_set() and drain_until is None:
+                # Ask the model to stop (it checks the flag between tokens and clauses) and read
+                # to its final response, so the stream ends cleanly; cancel it outright only if
+                # that takes longer than DRAIN_S.
+                cancel.request_cancel(request_id)
+                drain_until = time.monotonic() + DRAIN_S
             try:
                 result, error = self._responses.get(timeout=POLL_S)
             except queue.Empty:
-                if time.monotonic() - last > self.stall_timeout_s:
+                if drain_until is not None and time.monotonic() > drain_until:
+                    self.cancel()
+                    return
+                if drain_until is None and time.monotonic() - last > self.stall_timeout_s:
                     self.cancel()
                     raise LoopbackError(f"{model} sent nothing for {self.stall_timeout_s:g} s") from None
                 continue
             last = time.monotonic()
             if error is not None:
+                if drain_until is not None:
+                    self.cancel()
+                    return
                 message = error.message() if hasattr(error, "message") else str(error)
                 raise LoopbackError(f"{model}: {message}", _error_code(error))
-            arrays = {}
-            for name in outputs:
-                array = result.as_numpy(name)
-                if array is not None:
-                    arrays[name] = array
-            if arrays:
-                yield arrays
             final = result.get_response().parameters.get("triton_final_response")
-            if final is not None and final.bool_param:
+            is_final = final is not None and final.bool_param
+            if is_final:
                 self._in_flight = False
+            if drain_until is None:
+                arrays = {}
+                for name in outputs:
+                    array = result.as_numpy(name)
+                    if array is not None:
+                        arrays[name] = array
+                if arrays:
+                    yield arrays
+            if is_final:
                 return
 
     def cancel(self) -> None:
@@ -126,7 +143,8 @@ class ModelStream:
         if self._open:
             self._open = False
             # Only when needed: tritonclient 2.73 leaks ~45 KB per stream closed with
-            # cancel_requests=True (measured: 600 streams, +25 MiB), none without.
+            # cancel_requests=True (measured: 600 streams, +25 MiB), none without. So a
+            # stopped call drains to its final response first (see ``call``).
             self._client.stop_stream(cancel_requests=self._in_flight)
 
     def close(self) -> None:
