@@ -152,32 +152,18 @@ def speak_longest_clause(grpc_url: str) -> None:
     mark, bounded by the clause limit, not a leak. Reaching it before the baseline makes growth
     after it mean what it should.
     """
-    import queue as queue_module
-
     import numpy as np
-    import tritonclient.grpc as grpcclient
 
     from voicebot import contract as c
+    from voicebot.serving.loopback import ModelStream
     from voicebot.text import MAX_CLAUSE_WORDS
 
     words = ["internationalization", "telecommunications", "electroencephalography", "counterrevolutionaries"]
     clause = " ".join(words[n % len(words)] for n in range(MAX_CLAUSE_WORDS)) + "."
-    client = grpcclient.InferenceServerClient(grpc_url)
-    responses: queue_module.Queue = queue_module.Queue()
-    client.start_stream(callback=lambda result, error: responses.put((result, error)))
-    try:
-        text = grpcclient.InferInput(c.TEXT, [1], "BYTES")
-        text.set_data_from_numpy(np.array([clause.encode()], dtype=np.object_))
-        client.async_stream_infer(c.TTS.name, [text], enable_empty_final_response=True)
-        while True:
-            result, error = responses.get(timeout=TURN_TIMEOUT_S)
-            if error is not None:
-                raise RuntimeError(f"tts warm-up: {error}")
-            if result.get_response().parameters["triton_final_response"].bool_param:
-                return
-    finally:
-        client.stop_stream()
-        client.close()
+    with ModelStream(grpc_url, stall_timeout_s=TURN_TIMEOUT_S) as stream:
+        inputs = {c.TEXT: np.array([clause.encode()], dtype=np.object_)}
+        for _ in stream.call(c.TTS.name, inputs, [c.AUDIO], "soak-warm-up", threading.Event()):
+            pass
 
 
 def http_json(method: str, url: str) -> tuple[int, dict]:

@@ -31,19 +31,24 @@ STALL_S = 4.0
 RECOVERY_BOUND_S = 60.0
 
 
-@pytest.fixture
-def drill_triton() -> Iterator[TritonServer]:
+def drill_server(models: list[str]) -> TritonServer:
+    """A started server of its own with just ``models``, on free ports."""
     ports = [free_port() for _ in range(3)]
     server = TritonServer(
         ServerOptions(
             http_port=ports[0],
             grpc_port=ports[1],
             metrics_port=ports[2],
-            models=["embedder", "llm"],
+            models=models,
             runtime_dir=RUNTIME_DIR / "drills",
         )
     )
-    server.start(timeout=240, progress=None)
+    return server.start(timeout=240, progress=None)
+
+
+@pytest.fixture
+def drill_triton() -> Iterator[TritonServer]:
+    server = drill_server(["embedder", "llm"])
     try:
         yield server
     finally:
@@ -206,21 +211,11 @@ def test_dead_pipeline_process_does_not_wedge_the_llm() -> None:
     """
     import numpy as np
     import tritonclient.grpc as grpcclient
-    from triton_helpers import GrpcStream, bytes_input
+    from triton_helpers import GrpcStream, array_input, bytes_input
 
     from voicebot import contract as c
 
-    ports = [free_port() for _ in range(3)]
-    server = TritonServer(
-        ServerOptions(
-            http_port=ports[0],
-            grpc_port=ports[1],
-            metrics_port=ports[2],
-            models=["llm", "tts", "voice_answer"],
-            runtime_dir=RUNTIME_DIR / "drills",
-        )
-    )
-    server.start(timeout=240, progress=None)
+    server = drill_server(["llm", "tts", "voice_answer"])
     try:
         endless = json.dumps({"max_tokens": 1500, "stop": [], "ignore_eos": True})
         answer = GrpcStream(server.grpc_url)
@@ -244,10 +239,9 @@ def test_dead_pipeline_process_does_not_wedge_the_llm() -> None:
             inputs = [
                 bytes_input(grpcclient, c.TEXT_INPUT, ["The capital of France is"]),
                 bytes_input(grpcclient, c.SAMPLING_PARAMETERS, [json.dumps({"max_tokens": 4})]),
+                array_input(grpcclient, c.STREAM, np.array([True]), "BOOL"),
             ]
-            stream_flag = grpcclient.InferInput(c.STREAM, [1], "BOOL")
-            stream_flag.set_data_from_numpy(np.array([True]))
-            got = llm.collect(c.LLM.name, [*inputs, stream_flag], [c.TEXT_OUTPUT], timeout=60)
+            got = llm.collect(c.LLM.name, inputs, [c.TEXT_OUTPUT], timeout=60)
         finally:
             llm.close()
         took = time.monotonic() - killed
