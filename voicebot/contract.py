@@ -162,3 +162,59 @@ class EventType(StrEnum):
     DONE = "done"
     CANCELLED = "cancelled"
     ERROR = "error"
+
+
+class ErrorCode(StrEnum):
+    """Every ``code`` a client can see: WebSocket/SSE ``error`` events and REST error bodies.
+
+    The alert rules, the metrics' ``code`` label and the README's table use these values;
+    a test checks that they agree.
+    """
+
+    # The client's own input (never counted against the service's error budget)
+    BAD_JSON = "bad_json"  # not JSON
+    BAD_EVENT = "bad_event"  # JSON of the wrong shape: missing or unknown fields, wrong types
+    UNKNOWN_EVENT = "unknown_event"
+    TOO_LARGE = "too_large"  # a body, frame or document over its limit
+    TOO_DEEP = "too_deep"  # JSON or markup nested past its limit
+    TOO_SLOW = "too_slow"  # a request body that did not arrive within its deadline
+    BAD_NUMBER = "bad_number"  # a number literal past any sane magnitude (a 5,000-digit integer)
+    BAD_TEXT = "bad_text"  # not valid UTF-8 text: lone surrogates, control characters
+    EMPTY_TEXT = "empty_text"
+    TEXT_TOO_LONG = "text_too_long"
+    BAD_ENCODING = "bad_encoding"
+    BAD_SAMPLE_RATE = "bad_sample_rate"
+    BAD_FRAME = "bad_frame"
+    FRAME_TOO_LARGE = "frame_too_large"
+    EVENT_TOO_LARGE = "event_too_large"
+    TOO_MANY_QUEUED_FRAMES = "too_many_queued_frames"
+    NO_RECORDING = "no_recording"
+    EMPTY_AUDIO = "empty_audio"
+    AUDIO_TOO_LONG = "audio_too_long"
+    NO_SPEECH = "no_speech"
+    INVALID_INPUT = "invalid_input"  # a model refused the input (Triton INVALID_ARG)
+    BAD_REQUEST = "bad_request"  # a REST request of the wrong shape
+    UNSUPPORTED_DOCUMENT = "unsupported_document"
+    DOCUMENT_TOO_COMPLEX = "document_too_complex"  # parsing ran out of its time or memory
+    INDEX_FULL = "index_full"
+    NOT_FOUND = "not_found"
+    UNAUTHORIZED = "unauthorized"
+    CROSS_ORIGIN = "cross_origin"
+    BAD_HOST = "bad_host"
+    TOO_MANY_SESSIONS = "too_many_sessions"
+    # The service's fault or state
+    NO_ANSWER = "no_answer"  # the model produced no text for the question
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable"
+    UPSTREAM_STALLED = "upstream_stalled"
+    TURN_TIMEOUT = "turn_timeout"
+    INTERNAL = "internal"
+
+
+# Codes that mean the service failed the client (alerts fire on their rate); every other
+# code is the client's own input or a normal outcome.
+SERVER_ERROR_CODES: tuple[ErrorCode, ...] = (
+    ErrorCode.INTERNAL,
+    ErrorCode.UPSTREAM_UNAVAILABLE,
+    ErrorCode.UPSTREAM_STALLED,
+    ErrorCode.TURN_TIMEOUT,
+)

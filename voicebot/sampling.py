@@ -11,7 +11,10 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .jsonsafe import JsonInputError, loads
+
 MAX_TOKENS_LIMIT = 4096
+MAX_SAMPLING_JSON_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -89,9 +92,9 @@ def parse_sampling_parameters(raw: str | bytes | None, defaults: SamplingParams 
     if raw is None or (isinstance(raw, (str, bytes)) and not raw.strip()):
         return base
     try:
-        obj = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SamplingError(f"sampling_parameters is not valid JSON: {exc}") from None
+        obj = loads(raw, "sampling_parameters", MAX_SAMPLING_JSON_BYTES, max_depth=3)
+    except JsonInputError as exc:
+        raise SamplingError(str(exc)) from None
     if not isinstance(obj, dict):
         raise SamplingError("sampling_parameters must be a JSON object")
     unknown = sorted(set(obj) - _KNOWN)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from .jsonsafe import JsonInputError, loads
 from .sampling import SamplingParams
 
 # Short words that end in a period without ending a sentence.
@@ -105,6 +105,8 @@ MAX_PASSAGES = 8
 MAX_PASSAGE_CHARS = 4000
 MAX_QUESTION_CHARS = 2000
 MAX_HISTORY = 4
+MAX_PASSAGES_JSON_BYTES = 8 * MAX_PASSAGE_CHARS * 6 + 4096  # every character escaped as \uXXXX
+MAX_HISTORY_JSON_BYTES = 16 * MAX_QUESTION_CHARS * 6
 
 
 class PromptInputError(ValueError):
@@ -114,9 +116,9 @@ class PromptInputError(ValueError):
 def parse_passages(raw: str | bytes) -> list[Passage]:
     """Parse the ``passages`` JSON list of ``{id, title, text}``."""
     try:
-        items = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PromptInputError(f"passages is not valid JSON: {exc}") from None
+        items = loads(raw, "passages", MAX_PASSAGES_JSON_BYTES, max_depth=3)
+    except JsonInputError as exc:
+        raise PromptInputError(str(exc)) from None
     if not isinstance(items, list):
         raise PromptInputError("passages must be a JSON list of {id, title, text}")
     if len(items) > MAX_PASSAGES:
@@ -128,7 +130,10 @@ def parse_passages(raw: str | bytes) -> list[Passage]:
         text = item["text"].strip()
         if len(text) > MAX_PASSAGE_CHARS:
             raise PromptInputError(f"passages[{n}].text is over {MAX_PASSAGE_CHARS} characters")
-        passages.append(Passage(id=str(item.get("id", n + 1)), title=str(item.get("title", "")).strip(), text=text))
+        ident, title = item.get("id", n + 1), item.get("title", "")
+        if not isinstance(ident, str | int) or not isinstance(title, str):
+            raise PromptInputError(f"passages[{n}]: id must be a string or integer and title a string")
+        passages.append(Passage(id=str(ident)[:64], title=title.strip()[:300], text=text))
     return passages
 
 
@@ -137,9 +142,9 @@ def parse_history(raw: str | bytes | None) -> list[str]:
     if raw is None or not raw.strip():
         return []
     try:
-        items = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PromptInputError(f"history is not valid JSON: {exc}") from None
+        items = loads(raw, "history", MAX_HISTORY_JSON_BYTES, max_depth=2)
+    except JsonInputError as exc:
+        raise PromptInputError(str(exc)) from None
     if not isinstance(items, list) or not all(isinstance(q, str) for q in items):
         raise PromptInputError("history must be a JSON list of strings")
     return [q.strip()[:MAX_QUESTION_CHARS] for q in items[-MAX_HISTORY:] if q.strip()]

@@ -59,3 +59,20 @@ def test_llm_matches_triton_vllm_backend_io():
     assert [(t.name, dtype_name(t.data_type), list(t.dims)) for t in config.output] == [
         ("text_output", "TYPE_STRING", [-1])
     ]
+
+
+def test_the_readme_error_table_names_every_error_code_and_no_other():
+    import re
+    from pathlib import Path
+
+    from voicebot.contract import ErrorCode
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("### Error codes", 1)[1].split("\n## ", 1)[0]
+    listed = {
+        code
+        for row in table.splitlines()
+        if row.startswith("| `")
+        for code in re.findall(r"`([a-z_]+)`", row.split("|")[1])
+    }
+    assert listed == {code.value for code in ErrorCode}

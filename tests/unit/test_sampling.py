@@ -41,7 +41,11 @@ def test_defaults_can_be_supplied():
         ('{"ignore_eos": "maybe"}', "true or false"),
         ('{"max_tokens": 8, "min_tokens": 9}', "min_tokens"),
         ('{"min_tokens": -1}', "min_tokens"),
-        ('{"temperature": NaN}', "finite"),
+        ('{"temperature": NaN}', "NaN is not JSON"),
+        ('{"temperature": "nan"}', "finite"),
+        ('{"stop": ' + "[" * 2000 + "]" * 2000 + "}", "nested more than"),
+        ('{"seed": ' + "9" * 100 + "}", "digits"),
+        ('{"stop": ["\\ud800"]}', "lone surrogate"),
     ],
 )
 def test_malformed_parameters_name_the_problem(raw, message):
