@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from voicebot import contract as c
+from voicebot.access import authorize
 
 
 class TritonEmbedder:
@@ -18,11 +19,12 @@ class TritonEmbedder:
     The orchestrator ingests on asyncio's worker threads, so each thread gets its own client.
     """
 
-    def __init__(self, url: str = "127.0.0.1:8000", timeout: float = 60.0) -> None:
+    def __init__(self, url: str = "127.0.0.1:8000", timeout: float = 60.0, api_token: str | None = None) -> None:
         import tritonclient.http as httpclient
 
         self._http = httpclient
         self.url = url
+        self.api_token = api_token
         self.timeout = timeout
         self._local = threading.local()
         self._clients: list[Any] = []
@@ -33,6 +35,7 @@ class TritonEmbedder:
         client = getattr(self._local, "client", None)
         if client is None:
             client = self._http.InferenceServerClient(self.url, network_timeout=self.timeout, connection_timeout=5)
+            authorize(client, self.api_token, "http")
             self._local.client = client
             with self._lock:
                 self._clients.append(client)

@@ -15,6 +15,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from voicebot import contract as c
+from voicebot.access import authorize
 
 
 def bytes_input(module: Any, name: str, values: list[str | bytes]) -> Any:
@@ -54,8 +55,8 @@ class Received:
 class GrpcStream:
     """One bidirectional gRPC stream; ``collect`` gathers a request's responses to the final one."""
 
-    def __init__(self, url: str) -> None:
-        self.client = grpcclient.InferenceServerClient(url)
+    def __init__(self, url: str, token: str | None = None) -> None:
+        self.client = authorize(grpcclient.InferenceServerClient(url), token, "grpc")
         self.responses: queue.Queue[tuple[Any, Any]] = queue.Queue()
         self.client.start_stream(callback=self._on_response)
 

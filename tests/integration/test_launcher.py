@@ -50,21 +50,78 @@ def test_a_server_that_cannot_start_is_a_clear_error(tmp_path):
     assert server.process is None
 
 
-def test_hardened_server_refuses_repository_and_config_apis(tmp_path):
+def _status(url: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None) -> int:
     import urllib.error
     import urllib.request
 
-    from voicebot.serving.__main__ import HARDENING_FLAGS
+    req = urllib.request.Request(url, method=method, data=body, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
-    server = TritonServer(options(tmp_path, models=["audio_decode"], extra_flags=HARDENING_FLAGS))
+
+ADMIN_CALLS = [
+    ("POST", "/v2/repository/index"),
+    ("POST", "/v2/repository/models/audio_decode/unload"),
+    ("GET", "/v2/systemsharedmemory/status"),
+    ("GET", "/v2/logging"),
+    ("GET", "/v2/trace/setting"),
+]
+CLIENT_CALLS = [
+    ("GET", "/v2/models/audio_decode"),
+    ("GET", "/v2/models/audio_decode/config"),
+    ("GET", "/v2/models/audio_decode/stats"),
+]
+
+
+def test_triton_is_closed_by_default_and_wants_the_token_once_one_is_set(tmp_path):
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from audio_files import encode, tone
+    from tritonclient.utils import InferenceServerException
+
+    from voicebot import contract as c
+    from voicebot.access import GRPC_TOKEN_HEADER, HTTP_TOKEN_HEADER, authorize
+
+    wav = np.array([encode(tone(0.5), 16000, "wav")], dtype=np.object_)
+
+    def grpc_decode(url: str, token: str | None) -> None:
+        client = authorize(grpcclient.InferenceServerClient(url), token, "grpc")
+        tensor = grpcclient.InferInput(c.AUDIO_BYTES, [1], "BYTES")
+        tensor.set_data_from_numpy(wav)
+        try:
+            assert client.infer(c.AUDIO_DECODE.name, [tensor]).as_numpy(c.AUDIO).size > 0
+        finally:
+            client.close()
+
+    # No token: what nothing here needs is closed (the key is random per start), the rest open.
+    server = TritonServer(options(tmp_path / "open", models=["audio_decode"]))
     with server:
         server.start(timeout=60, progress=None)
-        for method, path in [("POST", "/v2/repository/index"), ("GET", "/v2/models/audio_decode/config")]:
-            req = urllib.request.Request(
-                f"http://{server.http_url}{path}", method=method, data=b"{}" if method == "POST" else None
-            )
-            with pytest.raises(urllib.error.HTTPError) as info:
-                urllib.request.urlopen(req, timeout=5)
-            assert info.value.code in (403, 400), path
-        client = httpclient.InferenceServerClient(server.http_url)
-        assert client.is_model_ready("audio_decode")  # inference and health stay open
+        base = f"http://{server.http_url}"
+        for method, path in ADMIN_CALLS:
+            assert _status(base + path, method, b"{}" if method == "POST" else None) == 403, path
+            forged = {"voicebot-admin": "never"}  # the old fixed value opens nothing
+            assert _status(base + path, method, b"{}" if method == "POST" else None, forged) == 403, path
+        for method, path in CLIENT_CALLS:
+            assert _status(base + path, method) == 200, path
+        grpc_decode(server.grpc_url, None)
+
+    token = "launcher-test-token"
+    server = TritonServer(options(tmp_path / "token", models=["audio_decode"], api_token=token))
+    with server:
+        server.start(timeout=60, progress=None)
+        base = f"http://{server.http_url}"
+        assert _status(base + "/v2/health/ready") == 200  # probes need no token
+        for method, path in CLIENT_CALLS:
+            assert _status(base + path, method) == 403, path
+            assert _status(base + path, method, headers={HTTP_TOKEN_HEADER: "wrong-token-here"}) == 403, path
+            assert _status(base + path, method, headers={HTTP_TOKEN_HEADER: token}) == 200, path
+        for method, path in ADMIN_CALLS:  # the token is not the admin key
+            headers = {HTTP_TOKEN_HEADER: token}
+            assert _status(base + path, method, b"{}" if method == "POST" else None, headers) == 403, path
+        with pytest.raises(InferenceServerException, match=GRPC_TOKEN_HEADER):
+            grpc_decode(server.grpc_url, None)
+        grpc_decode(server.grpc_url, token)

@@ -35,6 +35,21 @@ def test_triton_gets_shared_memory_and_the_gpu():
     devices = SERVICES["triton-gpu"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     assert SERVICES["triton-gpu"]["command"] == ["--profile", "gpu"]
+    for name in ("triton-gpu", "triton-cpu"):  # the models behind the orchestrator want its token too
+        assert SERVICES[name]["environment"]["VOICEBOT_API_TOKEN"].startswith("${VOICEBOT_API_TOKEN:?")
+
+
+def test_the_orchestrator_answers_to_the_names_it_is_reached_by():
+    import json
+
+    env = SERVICES["orchestrator"]["environment"]
+    hosts = json.loads(env["VOICEBOT_ALLOWED_HOSTS"])
+    assert "${VOICEBOT_DOMAIN:-localhost}" in hosts  # the proxy passes the public Host through
+    scraped = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    targets = [t for job in scraped["scrape_configs"] for c in job.get("static_configs", []) for t in c["targets"]]
+    for target in targets:
+        if target.startswith("orchestrator:"):
+            assert "orchestrator" in hosts
     assert SERVICES["triton-cpu"]["command"] == ["--profile", "cpu"]
 
 
@@ -93,3 +108,15 @@ def test_prometheus_config_and_rules_pass_promtool(tmp_path):
 def test_alert_rules_fire_as_their_unit_tests_say():
     done = subprocess.run([promtool(), "test", "rules", "alerts_test.yml"], cwd=PROM, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_server_error_alert_counts_exactly_the_contracts_server_error_codes():
+    import re as regex
+
+    from voicebot.contract import SERVER_ERROR_CODES, ErrorCode
+
+    rules = yaml.safe_load((PROM / "alerts.yml").read_text())["groups"][0]["rules"]
+    expr = next(r["expr"] for r in rules if r["alert"] == "VoicebotServerErrors")
+    alerted = set(regex.search(r'code=~"([^"]+)"', expr).group(1).split("|"))
+    assert alerted == {c.value for c in SERVER_ERROR_CODES}
+    assert alerted <= {c.value for c in ErrorCode}

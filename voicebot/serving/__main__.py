@@ -8,18 +8,11 @@ import sys
 import threading
 from pathlib import Path
 
+from ..access import env_token
 from .config import ConfigError
 from .launcher import RUNTIME_DIR, LaunchError, ServerOptions, TritonServer
 from .repository import ModelDeploy, parse_instance_override
 from .supervisor import Supervisor
-
-# For a server others can reach: nobody may load/unload models or read configs over the API,
-# the pool of reusable gRPC request/response objects is bounded (2.51 has no response-pool flag).
-HARDENING_FLAGS = [
-    "--http-restricted-api=model-repository,model-config:voicebot-admin=never",
-    "--grpc-restricted-protocol=model-repository,model-config:voicebot-admin=never",
-    "--grpc-infer-allocation-pool-size=64",
-]
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float, int]:
@@ -46,11 +39,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float, int
         default=None,
         help="a full Triton install's server (NVIDIA's container), used with its own backends",
     )
-    parser.add_argument(
-        "--harden",
-        action="store_true",
-        help="flags for an exposed server: no repository/config API, bounded gRPC response pool",
-    )
     parser.add_argument("--log-verbose", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for all models")
     parser.add_argument(
@@ -76,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float, int
             server=args.tritonserver,
             log_verbose=args.log_verbose,
             system_server=args.system_tritonserver,
-            extra_flags=HARDENING_FLAGS if args.harden else [],
+            api_token=env_token(),
         ),
         args.timeout,
         args.max_restarts,
@@ -100,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
         print("[triton] stopped", file=sys.stderr)
         return 0
-    except (LaunchError, ConfigError) as exc:
+    except (LaunchError, ConfigError, ValueError) as exc:
         print(f"[triton] error: {exc}", file=sys.stderr)
         return 1
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from ..access import TOKEN_ENV, restriction_flags
 from .loopback import LOOPBACK_ENV
 from .repository import PROJECT_ROOT, ModelDeploy, load_profile, render
 
@@ -123,6 +124,8 @@ class ServerOptions:
     exit_timeout: int = 10
     system_server: Path | None = None  # a full Triton install (container) instead of the pytriton wheel
     extra_flags: list[str] = field(default_factory=list)
+    # When set, inference, metadata, configs and statistics need it (voicebot/access.py).
+    api_token: str | None = None
 
 
 class TritonServer:
@@ -168,6 +171,10 @@ class TritonServer:
             # Shutdown waits this long for open client connections and in-flight requests.
             f"--exit-timeout-secs={o.exit_timeout}",
             f"--log-verbose={o.log_verbose}",
+            # Closed by default: the APIs nothing here needs, and with a token every other but health.
+            *restriction_flags(o.api_token),
+            # 2.51 has no response-pool flag; this bounds the pool of reusable gRPC request objects.
+            "--grpc-infer-allocation-pool-size=64",
             *o.extra_args,
             *o.extra_flags,
         ]
@@ -191,6 +198,9 @@ class TritonServer:
         # Models that call other models (voice_answer) do so through this server's gRPC port.
         loopback_host = "127.0.0.1" if o.host in ("0.0.0.0", "::", "") else o.host
         env[LOOPBACK_ENV] = f"{loopback_host}:{o.grpc_port}"
+        env.pop(TOKEN_ENV, None)  # the models' own calls carry exactly the token this server wants
+        if o.api_token:
+            env[TOKEN_ENV] = o.api_token
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the server
         self.process = subprocess.Popen(
             self.command(paths, repository),

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..access import authorize, env_token
 from . import cancel
 
 LOOPBACK_ENV = "VOICEBOT_LOOPBACK_GRPC"
@@ -64,7 +65,7 @@ class ModelStream:
         self._grpc = grpcclient
         self.stall_timeout_s = stall_timeout_s
         self._responses: queue.Queue[tuple[Any, Any]] = queue.Queue()
-        self._client = grpcclient.InferenceServerClient(url or loopback_url())
+        self._client = authorize(grpcclient.InferenceServerClient(url or loopback_url()), env_token(), "grpc")
         self._client.start_stream(callback=lambda result, error: self._responses.put((result, error)))
         self._open = True
         self._in_flight = False
