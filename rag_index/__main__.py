@@ -11,6 +11,7 @@ import voicebot  # noqa: F401  (before torch: keeps the checkout's triton/ folde
 
 from .documents import SUPPORTED, UnsupportedDocument
 from .embedders import make_embedder
+from .isolation import BoundedParser
 from .store import DocumentIndex, default_index_dir
 
 
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         needs_embedder = args.command in ("ingest", "search")
         embedder = make_embedder(args.embedder, args.triton_url) if needs_embedder else None
-        index = DocumentIndex(index_dir, embedder)
+        # Files from anywhere (downloads too) are parsed in a child with bounded time and memory.
+        index = DocumentIndex(index_dir, embedder, parse=BoundedParser())
         if args.command == "ingest":
             return _ingest(index, _files(args.paths))
         if args.command == "list":

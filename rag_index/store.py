@@ -27,7 +27,9 @@ import numpy as np
 from voicebot.contract import EMBEDDING_DIM
 
 from .chunking import chunk_sections
-from .documents import parse_document
+from .documents import ParsedDocument, parse_document
+
+Parser = Callable[[str, bytes], ParsedDocument]
 
 HNSW_THRESHOLD = 20_000  # below this many chunks exact search is fast enough (and exact)
 EMBED_BATCH = 32
@@ -100,10 +102,13 @@ def safe_source_name(filename: str) -> str:
 class DocumentIndex:
     """Add, delete, list and search documents. Thread-safe; several processes may share it."""
 
-    def __init__(self, path: Path, embedder: Embedder | None = None, use_gpu: bool = False) -> None:
+    def __init__(
+        self, path: Path, embedder: Embedder | None = None, use_gpu: bool = False, parse: Parser = parse_document
+    ) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.embedder = embedder
+        self.parse = parse  # bytes to sections; rag_index.isolation.BoundedParser for untrusted files
         self.use_gpu = use_gpu
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path / "meta.sqlite", check_same_thread=False, isolation_level=None)
@@ -175,17 +180,28 @@ class DocumentIndex:
 
     # ------------------------------------------------------------------ writing
 
-    def add(
-        self, filename: str, data: bytes, progress: Callable[[int, int], None] | None = None
-    ) -> tuple[DocumentInfo, bool]:
-        """Ingest one file; returns ``(document, created)``. The same content twice is one document."""
+    def find_duplicate(self, data: bytes) -> DocumentInfo | None:
+        """The document already indexed with exactly this content, if any."""
         digest = hashlib.sha256(data).hexdigest()
         existing = self._db.execute("SELECT id FROM documents WHERE content_hash = ?", (digest,)).fetchone()
+        return None if existing is None else self.document(existing[0])
+
+    def add(
+        self,
+        filename: str,
+        data: bytes,
+        progress: Callable[[int, int], None] | None = None,
+        parsed: ParsedDocument | None = None,
+    ) -> tuple[DocumentInfo, bool]:
+        """Ingest one file; returns ``(document, created)``. The same content twice is one document.
+
+        ``parsed``: the file already parsed (the server parses outside its ingest lock)."""
+        digest = hashlib.sha256(data).hexdigest()
+        existing = self.find_duplicate(data)
         if existing is not None:
-            info = self.document(existing[0])
-            assert info is not None
-            return info, False
-        parsed = parse_document(filename, data)
+            return existing, False
+        if parsed is None:
+            parsed = self.parse(filename, data)
         chunks = chunk_sections(parsed.sections)
         vectors = np.zeros((0, EMBEDDING_DIM), np.float32)
         parts = []
