@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     from voicebot.serving.supervisor import Supervisor
 
     from .app import create_app
+    from .server import uvicorn_config
     from .settings import Settings
 
     logs.configure(args.log_level)
@@ -38,19 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     watcher = None
     try:
         if args.with_triton:
-            server = TritonServer(ServerOptions())
+            server = TritonServer(ServerOptions(api_token=settings.api_token))
             server.start()
             # Restarts the server if it or a model process dies; the orchestrator reconnects by itself.
             watcher = Supervisor(server).start_thread(stop_watching)
         print(f"[orchestrator] http://{settings.host}:{settings.port}/  (WebSocket /v1/voice)", file=sys.stderr)
-        uvicorn.run(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            ws_max_size=max(settings.max_frame_bytes * 4, 1 << 20),
-            ws_ping_interval=20,
-        )
+        uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
     except LaunchError as exc:
         print(f"[triton] error: {exc}", file=sys.stderr)
         return 1

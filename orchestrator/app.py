@@ -6,24 +6,31 @@ import asyncio
 import contextlib
 import json
 import logging
-import secrets
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, UploadFile, WebSocket, WebSocketDisconnect, status
+from fastapi import Depends, FastAPI, Request, WebSocket, WebSocketDisconnect, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 
 from rag_index import DocumentIndex, UnsupportedDocument
 from rag_index.embedders import TritonEmbedder
+from rag_index.isolation import BoundedParser
+from rag_index.store import Parser
+from voicebot.contract import ErrorCode
 
+from .guard import ApiError, BodyLimits, EdgeGuard, HostPolicy, bearer, same_origin, token_matches
 from .metrics import Metrics
+from .protocol import ChatRequest, ProtocolError, parse_chat_request
 from .services import TritonServices
 from .session import Services, TurnRunner, VoiceSession, sse_audio
 from .settings import Settings
@@ -33,26 +40,62 @@ log = logging.getLogger("voicebot.app")
 WS_UNAUTHORIZED = 4401
 WS_FORBIDDEN_ORIGIN = 4403
 WS_TRY_AGAIN_LATER = 1013
+CHAT_BODY_BYTES = 256 * 1024  # text + 10 history items at the text limit, escaped
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+PARSE_SLOTS = 2  # documents parsed at once (each a child process with its own memory bound)
+# Where a document's rejection comes from: the client's file, so a 4xx that says which.
+DOCUMENT_STATUS = {
+    ErrorCode.UNSUPPORTED_DOCUMENT: status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+    ErrorCode.TOO_LARGE: status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    ErrorCode.TOO_DEEP: status.HTTP_422_UNPROCESSABLE_ENTITY,
+    ErrorCode.DOCUMENT_TOO_COMPLEX: status.HTTP_422_UNPROCESSABLE_ENTITY,
+}
+STATUS_CODES = {
+    status.HTTP_401_UNAUTHORIZED: ErrorCode.UNAUTHORIZED,
+    status.HTTP_404_NOT_FOUND: ErrorCode.NOT_FOUND,
+    status.HTTP_413_REQUEST_ENTITY_TOO_LARGE: ErrorCode.TOO_LARGE,
+}
 
 PLACEHOLDER = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>voicebot</title></head>
 <body><h1>voicebot</h1><p>The orchestrator is running. The web app is not built yet; the API is at
 <code>/v1/voice</code> (WebSocket), <code>/v1/documents</code> and <code>/v1/chat</code>.</p></body></html>"""
 
 
-class ChatRequest(BaseModel):
-    text: str = Field(min_length=1)
-    speak: bool = False
-    history: list[str] = Field(default_factory=list, max_length=10)
+class SessionSlots:
+    """Concurrent conversations (WebSockets and streaming chats), bounded together."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def acquire(self) -> bool:
+        if self.used >= self.limit:
+            return False
+        self.used += 1
+        return True
+
+    def release(self) -> None:
+        self.used -= 1
 
 
-def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
-    """The app; ``services`` replaces the Triton-backed ones (tests of session logic only)."""
+def _json_body(model: type[Any]) -> dict[str, Any]:
+    """OpenAPI for a body the route parses itself (through the bounded parser)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+
+def create_app(
+    settings: Settings | None = None, services: Services | None = None, parser: Parser | None = None
+) -> FastAPI:
+    """The app; ``services`` and ``parser`` replace the Triton-backed services and the bounded
+    document parser (tests of session and ingest logic only)."""
     settings = settings or Settings()
     metrics = Metrics()
+    if parser is None:
+        parser = BoundedParser(timeout_s=settings.parse_timeout_s, memory_mb=settings.parse_memory_mb)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        embedder = TritonEmbedder(settings.triton_http_url)
+        embedder = TritonEmbedder(settings.triton_http_url, api_token=settings.api_token)
         index = await asyncio.to_thread(DocumentIndex, settings.index_dir, embedder)
         triton = TritonServices(
             settings.triton_grpc_url,
@@ -60,12 +103,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             settings.language,
             stall_timeout_s=settings.stall_timeout_s,
             first_response_timeout_s=settings.first_response_timeout_s,
+            api_token=settings.api_token,
         )
         app.state.index = index
         app.state.triton = triton
         app.state.runner = TurnRunner(services or Services(triton, triton, triton), settings, metrics)
-        app.state.sessions = 0
+        app.state.slots = SessionSlots(settings.max_sessions)
         app.state.ingest_lock = asyncio.Lock()
+        app.state.parse_slots = asyncio.Semaphore(PARSE_SLOTS)
         log.info("orchestrator ready", extra={"event": "startup"})
         try:
             yield
@@ -74,7 +119,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             index.close()
             embedder.close()
 
-    app = FastAPI(title="voicebot", version="0.1.0", lifespan=lifespan)
+    # /docs and /redoc would load Swagger UI from a CDN (unreachable here, and refused by the
+    # CSP below); the schema itself is served behind the same auth as the API.
+    app = FastAPI(title="voicebot", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.metrics = metrics
     if settings.cors_origins:
@@ -98,19 +145,48 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         )
         return response
 
+    # Outermost: nothing runs for a foreign Host, a cross-site write or an oversize body.
+    upload_limit = settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+    app.add_middleware(
+        EdgeGuard,
+        hosts=HostPolicy(settings.host, settings.allowed_hosts),
+        allowed_origins=settings.cors_origins,
+        limits=BodyLimits(
+            default=64 * 1024,
+            per_route={("POST", "/v1/documents"): upload_limit, ("POST", "/v1/chat"): CHAT_BODY_BYTES},
+            deadline_s=settings.body_timeout_s,
+        ),
+    )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = exc.code if isinstance(exc, ApiError) else STATUS_CODES.get(exc.status_code, ErrorCode.BAD_REQUEST)
+        return JSONResponse({"detail": exc.detail, "code": code.value}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        message = f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg", "invalid"))
+        return JSONResponse({"detail": message, "code": ErrorCode.BAD_REQUEST.value}, 422)
+
     def token_ok(presented: str | None) -> bool:
-        expected = settings.api_token
-        return expected is None or (presented is not None and secrets.compare_digest(presented, expected))
+        return token_matches(presented, settings.api_token)
 
     def require_token(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        presented = header[7:].strip() if header.lower().startswith("bearer ") else None
-        if not token_ok(presented):
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+        if not token_ok(bearer(request.headers)):
+            raise ApiError(
+                status.HTTP_401_UNAUTHORIZED,
+                ErrorCode.UNAUTHORIZED,
+                "missing or wrong bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
             )
 
     auth = [Depends(require_token)]
+
+    @app.get("/openapi.json", dependencies=auth, include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
 
     @app.get("/healthz", dependencies=auth)
     async def healthz() -> dict[str, str]:
@@ -147,29 +223,57 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             "limit": settings.max_documents,
         }
 
-    @app.post("/v1/documents", dependencies=auth, status_code=status.HTTP_201_CREATED)
-    async def upload_document(request: Request, file: UploadFile, response: Response) -> dict[str, Any]:
+    upload_schema = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                        "required": ["file"],
+                    }
+                }
+            },
+        }
+    }
+
+    @app.post("/v1/documents", dependencies=auth, status_code=status.HTTP_201_CREATED, openapi_extra=upload_schema)
+    async def upload_document(request: Request, response: Response) -> dict[str, Any]:
         index: DocumentIndex = request.app.state.index
-        data = await file.read(settings.max_upload_bytes + 1)
-        if len(data) > settings.max_upload_bytes:
-            raise HTTPException(
-                status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"uploads are limited to {settings.max_upload_mb:g} MB"
+        filename, data = await _read_upload(request, settings)
+        duplicate = await asyncio.to_thread(index.find_duplicate, data)
+        if duplicate is not None:
+            response.status_code = status.HTTP_200_OK
+            return {"document": duplicate.__dict__, "created": False}
+        # Parsing runs outside the ingest lock (in a bounded child process): a slow or hostile
+        # file holds up only its own upload.
+        async with request.app.state.parse_slots:
+            try:
+                parsed = await asyncio.to_thread(parser, filename, data)
+            except UnsupportedDocument as exc:
+                raise ApiError(DOCUMENT_STATUS.get(exc.code, 422), exc.code, str(exc)) from None
+        if parsed.word_count > settings.max_document_words:
+            raise ApiError(
+                status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                ErrorCode.TOO_LARGE,
+                f"the document holds {parsed.word_count} words; the limit is {settings.max_document_words}",
             )
-        if not data:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "the uploaded file is empty")
         async with request.app.state.ingest_lock:  # one ingest at a time: embedding is CPU-bound
             if index.document_count() >= settings.max_documents:
-                raise HTTPException(
-                    status.HTTP_409_CONFLICT, f"the index holds the maximum of {settings.max_documents} documents"
+                raise ApiError(
+                    status.HTTP_409_CONFLICT,
+                    ErrorCode.INDEX_FULL,
+                    f"the index holds the maximum of {settings.max_documents} documents",
                 )
             try:
-                info, created = await asyncio.to_thread(index.add, file.filename or "document.txt", data)
-            except UnsupportedDocument as exc:
-                raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, str(exc)) from None
-            except Exception as exc:  # Triton's embedder down, for one
+                info, created = await asyncio.to_thread(index.add, filename, data, None, parsed)
+            except Exception:  # Triton's embedder down, for one
                 log.exception("ingest failed")
-                raise HTTPException(
-                    status.HTTP_503_SERVICE_UNAVAILABLE, f"could not index the document: {exc}"
+                raise ApiError(
+                    status.HTTP_503_SERVICE_UNAVAILABLE,
+                    ErrorCode.UPSTREAM_UNAVAILABLE,
+                    "could not index the document: the embedder is unavailable; try again later",
                 ) from None
         if not created:
             response.status_code = status.HTTP_200_OK
@@ -180,18 +284,27 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     async def delete_document(request: Request, doc_id: str) -> Response:
         index: DocumentIndex = request.app.state.index
         if len(doc_id) > 64 or not await asyncio.to_thread(index.delete, doc_id):
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no document with id {doc_id[:64]!r}")
+            raise ApiError(status.HTTP_404_NOT_FOUND, ErrorCode.NOT_FOUND, f"no document with id {doc_id[:64]!r}")
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
-    @app.post("/v1/chat", dependencies=auth)
-    async def chat(request: Request, body: ChatRequest) -> StreamingResponse:
-        if len(body.text) > settings.max_text_chars:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_ENTITY, f"text is limited to {settings.max_text_chars} characters"
+    @app.post("/v1/chat", dependencies=auth, openapi_extra=_json_body(ChatRequest))
+    async def chat(request: Request) -> StreamingResponse:
+        try:
+            body = parse_chat_request(await request.body(), settings.max_text_chars, CHAT_BODY_BYTES)
+        except ProtocolError as exc:
+            code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE if exc.code == ErrorCode.TOO_LARGE else 422
+            raise ApiError(code, exc.code, str(exc)) from None
+        slots: SessionSlots = request.app.state.slots
+        if not slots.acquire():
+            raise ApiError(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                ErrorCode.TOO_MANY_SESSIONS,
+                f"{slots.limit} conversations are running; try again shortly",
+                headers={"Retry-After": "5"},
             )
         runner: TurnRunner = request.app.state.runner
         events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=1024)
-        history: deque[str] = deque((h[: settings.max_text_chars] for h in body.history), maxlen=settings.history_turns)
+        history: deque[str] = deque(body.history, maxlen=settings.history_turns)
 
         async def send_event(payload: dict[str, Any]) -> None:
             await events.put(payload)
@@ -201,7 +314,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
         async def produce() -> None:
             try:
-                await runner.run(send_event, send_audio, history, text=body.text.strip(), speak=body.speak)
+                await runner.run(send_event, send_audio, history, text=body.text, speak=body.speak)
             finally:
                 await events.put(None)
 
@@ -211,6 +324,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 while (item := await events.get()) is not None:
                     yield f"event: {item['type']}\ndata: {json.dumps(item)}\n\n"
             finally:
+                slots.release()
                 if not task.done():  # the client went away: stop the turn and its Triton streams
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -218,18 +332,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
-    def origin_ok(ws: WebSocket) -> bool:
-        # Browsers send Origin on WebSockets and no CORS applies to them: without this check any
-        # web page the user visits could open a session on this (localhost) server.
-        origin = ws.headers.get("origin")
-        if origin is None:
-            return True  # not a browser
-        host = ws.headers.get("host", "")
-        return origin.split("://", 1)[-1] == host or origin in settings.cors_origins
-
     @app.websocket("/v1/voice")
     async def voice(ws: WebSocket) -> None:
-        if not origin_ok(ws):
+        # Browsers send Origin on WebSockets and no CORS applies to them: without this check any
+        # web page the user visits could open a session on this (localhost) server.
+        if not same_origin(ws.headers, settings.cors_origins):
             await ws.accept()
             await ws.close(WS_FORBIDDEN_ORIGIN, "cross-origin WebSocket refused")
             return
@@ -237,17 +344,17 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             await ws.accept()
             await ws.close(WS_UNAUTHORIZED, "missing or wrong token")
             return
-        if ws.app.state.sessions >= settings.max_sessions:
+        slots: SessionSlots = ws.app.state.slots
+        if not slots.acquire():
             await ws.accept()
             await ws.close(WS_TRY_AGAIN_LATER, "too many sessions")
             return
-        await ws.accept()
-        ws.app.state.sessions += 1
         metrics.active_sessions.inc()
         try:
+            await ws.accept()
             await _serve_voice(ws, ws.app.state.runner, settings, metrics)
         finally:
-            ws.app.state.sessions -= 1
+            slots.release()
             metrics.active_sessions.dec()
 
     index_html = settings.webapp_dir / "index.html"
@@ -260,6 +367,35 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             return HTMLResponse(PLACEHOLDER)
 
     return app
+
+
+async def _read_upload(request: Request, settings: Settings) -> tuple[str, bytes]:
+    """The one file of a multipart upload, within the size limit."""
+    try:
+        form = await request.form(max_files=1, max_fields=4, max_part_size=64 * 1024)
+    except MultiPartException as exc:
+        raise ApiError(422, ErrorCode.BAD_REQUEST, f"not a usable multipart upload: {exc.message}") from None
+    except StarletteHTTPException as exc:  # starlette's own wrapping of the same (too many files, parts)
+        raise ApiError(422, ErrorCode.BAD_REQUEST, f"not a usable multipart upload: {exc.detail}") from None
+    except AssertionError:  # starlette: no multipart body at all
+        raise ApiError(422, ErrorCode.BAD_REQUEST, "send the document as multipart/form-data field 'file'") from None
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(422, ErrorCode.BAD_REQUEST, "send the document as multipart/form-data field 'file'")
+        data = await upload.read(settings.max_upload_bytes + 1)
+        filename = upload.filename or "document.txt"
+    finally:
+        await form.close()
+    if len(data) > settings.max_upload_bytes:
+        raise ApiError(
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            ErrorCode.TOO_LARGE,
+            f"uploads are limited to {settings.max_upload_mb:g} MB",
+        )
+    if not data:
+        raise ApiError(422, ErrorCode.BAD_REQUEST, "the uploaded file is empty")
+    return filename, data
 
 
 async def _serve_voice(ws: WebSocket, runner: TurnRunner, settings: Settings, metrics: Metrics) -> None:
@@ -288,7 +424,7 @@ async def _serve_voice(ws: WebSocket, runner: TurnRunner, settings: Settings, me
                     await session.on_bytes(item)
             except Exception:
                 log.exception("session error")
-                await session.error("internal", "internal error; the session goes on")
+                await session.error(ErrorCode.INTERNAL, "internal error; the session goes on")
 
     processor = asyncio.create_task(process())
     try:
@@ -299,6 +435,8 @@ async def _serve_voice(ws: WebSocket, runner: TurnRunner, settings: Settings, me
             item = message.get("text")
             if item is None:
                 item = message.get("bytes") or b""
+            if await session.reject_oversize(item):
+                continue
             try:
                 inbox.put_nowait(item)
             except asyncio.QueueFull:

@@ -20,6 +20,8 @@ from tritonclient.utils import InferenceServerException
 
 from rag_index import DocumentIndex, SearchHit
 from voicebot import contract as c
+from voicebot.access import authorize
+from voicebot.contract import ErrorCode
 from voicebot.text import ANSWER_DEFAULTS, Passage, build_prompt
 
 from .protocol import PCM_ENCODING
@@ -28,7 +30,7 @@ from .protocol import PCM_ENCODING
 class ServiceError(RuntimeError):
     """A Triton call failed; ``code`` is what the client sees in its error event."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
 
@@ -68,10 +70,10 @@ def _bytes_input(name: str, values: list[bytes]) -> InferInput:
 def _service_error(exc: InferenceServerException, what: str) -> ServiceError:
     status = str(exc.status() or "").upper()
     if "INVALID_ARG" in status or "400" in status:
-        return ServiceError("invalid_input", f"{what}: {exc.message()}")
+        return ServiceError(ErrorCode.INVALID_INPUT, f"{what}: {exc.message()}")
     if "DEADLINE_EXCEEDED" in status:
-        return ServiceError("upstream_stalled", f"{what} did not answer in time")
-    return ServiceError("upstream_unavailable", f"{what} failed: {exc.message()}")
+        return ServiceError(ErrorCode.UPSTREAM_STALLED, f"{what} did not answer in time")
+    return ServiceError(ErrorCode.UPSTREAM_UNAVAILABLE, f"{what} failed: {exc.message()}")
 
 
 # A restarted tritonserver must be found again within seconds: gRPC's default reconnect
@@ -105,8 +107,9 @@ class TritonServices:
         language: str = "en",
         stall_timeout_s: float = 30.0,
         first_response_timeout_s: float = 90.0,
+        api_token: str | None = None,
     ) -> None:
-        self.client = grpcaio.InferenceServerClient(grpc_url, channel_args=CHANNEL_ARGS)
+        self.client = authorize(grpcaio.InferenceServerClient(grpc_url, channel_args=CHANNEL_ARGS), api_token, "grpc")
         self.index = index
         self.language = language
         self.stall_timeout_s = stall_timeout_s
@@ -212,7 +215,7 @@ class TritonServices:
                 except StopAsyncIteration:
                     return
                 except TimeoutError:
-                    raise ServiceError("upstream_stalled", f"{model} sent nothing for {bound:g} s") from None
+                    raise ServiceError(ErrorCode.UPSTREAM_STALLED, f"{model} sent nothing for {bound:g} s") from None
                 bound = self.stall_timeout_s
                 if error is not None:
                     raise _service_error(error, model)
@@ -220,7 +223,7 @@ class TritonServices:
         except InferenceServerException as exc:
             raise _service_error(exc, model) from None
         except grpc.aio.AioRpcError as exc:  # the stream itself broke: the server went away mid-answer
-            raise ServiceError("upstream_unavailable", f"{model} stream broke: {exc.code().name}") from None
+            raise ServiceError(ErrorCode.UPSTREAM_UNAVAILABLE, f"{model} stream broke: {exc.code().name}") from None
         finally:
             # Ends the gRPC stream; on barge-in this cancels the request in Triton.
             responses.cancel()

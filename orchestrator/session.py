@@ -20,12 +20,23 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from voicebot.contract import STT_SAMPLE_RATE, EventType
+from voicebot.contract import STT_SAMPLE_RATE, ErrorCode, EventType
 from voicebot.text import trim_passage
 
 from .logs import turn_id as turn_id_var
 from .metrics import Metrics
-from .protocol import PCM_ENCODING, Cancel, ProtocolError, Start, Stop, TextTurn, error_event, event, parse_client_event
+from .protocol import (
+    MAX_EVENT_BYTES,
+    PCM_ENCODING,
+    Cancel,
+    ProtocolError,
+    Start,
+    Stop,
+    TextTurn,
+    error_event,
+    event,
+    parse_client_event,
+)
 from .services import Answerer, AudioChunk, Retriever, ServiceError, SpeechToText
 from .settings import Settings
 
@@ -80,8 +91,10 @@ class TurnRunner:
                     timings["stt_ms"] = _ms(time.perf_counter() - began)
                     await send_event(event(EventType.TRANSCRIPT, text=text, final=True))
                     if not text:
-                        await send_event(error_event("no_speech", "No speech was recognised; please try again."))
-                        self.metrics.errors.labels("no_speech").inc()
+                        await send_event(
+                            error_event(ErrorCode.NO_SPEECH, "No speech was recognised; please try again.")
+                        )
+                        self.metrics.errors.labels(ErrorCode.NO_SPEECH).inc()
                         self.metrics.turns.labels(kind, "no_speech").inc()
                         return
                 else:
@@ -113,6 +126,7 @@ class TurnRunner:
                 prompt_hits = [replace(h, text=trim_passage(text, h.text, words)) for h in hits]
                 t_answer = time.perf_counter()
                 seq = 0
+                answered = False
                 async for item in self.services.answerer.answer(text, prompt_hits, list(history), speak, turn_id):
                     now = time.perf_counter()
                     if isinstance(item, AudioChunk):
@@ -124,7 +138,10 @@ class TurnRunner:
                         seq += 1
                     else:
                         timings.setdefault("llm_first_token_ms", _ms(now - t_answer))
+                        answered = answered or bool(item.text.strip())
                         await send_event(event(EventType.TOKEN, text=item.text))
+                if not answered:  # a turn never ends in a silent `done`
+                    raise ServiceError(ErrorCode.NO_ANSWER, "The model gave no answer; please ask another way.")
                 history.append(text)
                 timings["total_ms"] = _ms(time.perf_counter() - began)
                 for key in ("llm_first_token_ms", "tts_first_audio_ms", "first_audio_ms"):
@@ -139,17 +156,19 @@ class TurnRunner:
             log.warning("turn failed: %s", exc, extra={"code": exc.code})
             await send_event(error_event(exc.code, str(exc)))
         except TimeoutError:
-            self.metrics.errors.labels("turn_timeout").inc()
+            self.metrics.errors.labels(ErrorCode.TURN_TIMEOUT).inc()
             self.metrics.turns.labels(kind, "error").inc()
-            await send_event(error_event("turn_timeout", f"the turn took over {self.settings.turn_timeout_s:g} s"))
+            await send_event(
+                error_event(ErrorCode.TURN_TIMEOUT, f"the turn took over {self.settings.turn_timeout_s:g} s")
+            )
         except asyncio.CancelledError:
             self.metrics.turns.labels(kind, "cancelled").inc()
             raise
         except Exception as exc:  # a bug or a broken index must not kill the session silently
-            self.metrics.errors.labels("internal").inc()
+            self.metrics.errors.labels(ErrorCode.INTERNAL).inc()
             self.metrics.turns.labels(kind, "error").inc()
             log.exception("turn failed")
-            await send_event(error_event("internal", f"internal error: {type(exc).__name__}"))
+            await send_event(error_event(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}"))
 
 
 @dataclass
@@ -209,7 +228,7 @@ class VoiceSession:
             await self._send_text(json.dumps(header))
             await self._send_bytes(pcm)
 
-    async def error(self, code: str, message: str) -> None:
+    async def error(self, code: ErrorCode, message: str) -> None:
         self.metrics.errors.labels(code).inc()
         log.info("client error: %s", message, extra={"code": code, "session": self.session_id})
         await self.send_event(error_event(code, message))
@@ -237,17 +256,16 @@ class VoiceSession:
             self._start_turn(text=message.text, speak=message.speak)
 
     async def on_bytes(self, data: bytes) -> None:
+        if await self.reject_oversize(data):
+            return
         rec = self.recording
         if rec is None:
             if not self._stray_frames_reported:
                 self._stray_frames_reported = True
-                await self.error("no_recording", "audio frame without a 'start' event; send start first")
-            return
-        if len(data) > self.settings.max_frame_bytes:
-            await self.error("frame_too_large", f"audio frames are limited to {self.settings.max_frame_bytes} bytes")
+                await self.error(ErrorCode.NO_RECORDING, "audio frame without a 'start' event; send start first")
             return
         if rec.encoding == PCM_ENCODING and len(data) % 2:
-            await self.error("bad_frame", "pcm_s16le frames must hold whole 16-bit samples")
+            await self.error(ErrorCode.BAD_FRAME, "pcm_s16le frames must hold whole 16-bit samples")
             return
         rec.data.extend(data)
         too_long = rec.seconds() > self.settings.max_audio_seconds
@@ -255,14 +273,29 @@ class VoiceSession:
         if too_long or too_big:
             self.recording = None
             await self.error(
-                "audio_too_long",
+                ErrorCode.AUDIO_TOO_LONG,
                 f"a turn is limited to {self.settings.max_audio_seconds:g} s of audio; recording dropped",
             )
             return
         self._maybe_partial(rec)
 
+    async def reject_oversize(self, item: str | bytes) -> bool:
+        """A message over its limit is answered here, before it is queued: the queue holds
+        ``max_queued_frames`` messages of bounded size, never more."""
+        if isinstance(item, str) and len(item) > MAX_EVENT_BYTES:
+            await self.error(ErrorCode.EVENT_TOO_LARGE, f"control messages are limited to {MAX_EVENT_BYTES} bytes")
+            return True
+        if isinstance(item, bytes) and len(item) > self.settings.max_frame_bytes:
+            await self.error(
+                ErrorCode.FRAME_TOO_LARGE, f"audio frames are limited to {self.settings.max_frame_bytes} bytes"
+            )
+            return True
+        return False
+
     def queue_full(self) -> Awaitable[None]:
-        return self.error("too_many_queued_frames", f"over {self.settings.max_queued_frames} messages waiting; dropped")
+        return self.error(
+            ErrorCode.TOO_MANY_QUEUED_FRAMES, f"over {self.settings.max_queued_frames} messages waiting; dropped"
+        )
 
     # ---------------------------------------------------------------- partial transcripts
 
@@ -292,10 +325,10 @@ class VoiceSession:
     async def _stop(self) -> None:
         rec, self.recording = self.recording, None
         if rec is None:
-            await self.error("no_recording", "'stop' without a 'start'")
+            await self.error(ErrorCode.NO_RECORDING, "'stop' without a 'start'")
             return
         if not rec.data:
-            await self.error("empty_audio", "no audio was received between start and stop")
+            await self.error(ErrorCode.EMPTY_AUDIO, "no audio was received between start and stop")
             return
         if self.partial is not None and not self.partial.done():
             self.partial.cancel()  # its result is moot; the final transcript goes first

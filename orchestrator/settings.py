@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rag_index import default_index_dir
+from voicebot.access import token_problem
 
 
 class Settings(BaseSettings):
@@ -21,6 +22,8 @@ class Settings(BaseSettings):
     webapp_dir: Path = Path(__file__).resolve().parents[1] / "webapp" / "dist"
     api_token: str | None = None
     cors_origins: list[str] = Field(default_factory=list)
+    # Host names (besides localhost and the bind address) this server answers to; "*" for any.
+    allowed_hosts: list[str] = Field(default_factory=list)
 
     top_k: int = Field(3, ge=1, le=8)
     # Words of each passage the LLM sees (the sentences nearest the question); 0 keeps whole chunks.
@@ -38,6 +41,14 @@ class Settings(BaseSettings):
     max_sessions: int = Field(16, ge=1, le=1024)
     max_queued_frames: int = Field(256, ge=8)
     max_text_chars: int = Field(2000, ge=10, le=20000)
+    max_connections: int = Field(128, ge=4, le=10_000)
+    # Uploads: a document's words (chunks to embed) and the time and memory its parser may use.
+    max_document_words: int = Field(500_000, ge=1000)
+    parse_timeout_s: float = Field(60.0, gt=1, le=3600)
+    parse_memory_mb: int = Field(1024, ge=256, le=65_536)
+    # Slow clients: a request's headers, then its body, must arrive within these.
+    header_timeout_s: float = Field(10.0, gt=0.5, le=300)
+    body_timeout_s: float = Field(120.0, gt=1, le=3600)
     turn_timeout_s: float = Field(120.0, gt=1)
     # A dead model process never answers, so every wait on Triton is bounded (`upstream_stalled`):
     # the first answer of a call may queue behind other sessions' work (at 8 sessions on 2 cores,
@@ -50,8 +61,9 @@ class Settings(BaseSettings):
     def _token(cls, value: str | None) -> str | None:
         if value is not None and value.strip() == "":
             return None
-        if value is not None and len(value) < 8:
-            raise ValueError("VOICEBOT_API_TOKEN must be at least 8 characters")
+        # The token also guards Triton (voicebot/access.py), whose flags take it as text.
+        if value is not None and (problem := token_problem(value)):
+            raise ValueError(problem)
         return value
 
     @field_validator("language")

@@ -16,6 +16,7 @@ import uvicorn
 import websockets
 
 from orchestrator.app import create_app
+from orchestrator.server import uvicorn_config
 from orchestrator.settings import Settings
 from voicebot.serving.launcher import free_port
 
@@ -25,12 +26,9 @@ __all__ = ["LiveServer", "VoiceClient", "free_port", "make_settings", "pcm_frame
 class LiveServer:
     """uvicorn on a thread; ``stop()`` shuts it down cleanly."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, **app_options: Any) -> None:
         self.settings = settings
-        config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=settings.port, log_config=None, ws_max_size=1 << 20
-        )
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(uvicorn_config(create_app(settings, **app_options), settings))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property

@@ -12,12 +12,15 @@ def parse(obj):
 
 
 def test_valid_events():
-    assert parse({"type": "start", "sample_rate": 16000, "encoding": "pcm_s16le"}) == Start(16000, "pcm_s16le")
-    assert parse({"type": "start", "encoding": "webm_opus", "sample_rate": 48000}) == Start(48000, "webm_opus")
+    start = parse({"type": "start", "sample_rate": 16000, "encoding": "pcm_s16le"})
+    assert start == Start(sample_rate=16000, encoding="pcm_s16le")
+    assert parse({"type": "start", "encoding": "webm_opus", "sample_rate": 48000}) == Start(
+        sample_rate=48000, encoding="webm_opus"
+    )
     assert parse({"type": "stop"}) == Stop()
     assert parse({"type": "cancel"}) == Cancel()
-    assert parse({"type": "text", "text": " hi "}) == TextTurn("hi", True)
-    assert parse({"type": "text", "text": "hi", "speak": False}) == TextTurn("hi", False)
+    assert parse({"type": "text", "text": " hi  there "}) == TextTurn(text="hi there", speak=True)
+    assert parse({"type": "text", "text": "hi", "speak": False}) == TextTurn(text="hi", speak=False)
 
 
 @pytest.mark.parametrize(
@@ -31,7 +34,7 @@ def test_valid_events():
         ({"type": "start", "sample_rate": "16000"}, "bad_sample_rate"),
         ({"type": "start", "encoding": "aac"}, "bad_encoding"),
         ({"type": "text", "text": ""}, "empty_text"),
-        ({"type": "text", "text": 5}, "empty_text"),
+        ({"type": "text", "text": 5}, "bad_event"),
         ({"type": "text", "text": "x" * 101}, "text_too_long"),
         ({"type": "text", "text": "hi", "speak": "yes"}, "bad_event"),
         ("x" * 70000, "event_too_large"),

@@ -1,0 +1,86 @@
+"""How uvicorn serves the app: one configuration for ``make run`` and the tests alike.
+
+Bounds that live below the ASGI app: how long a client may take to send a request's
+headers (uvicorn has no such timeout: a client dribbling one header byte at a time would
+hold a connection forever), how many connections run at once, the largest WebSocket
+message the protocol library reads before it closes the connection (1009), keep-alive and
+ping timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from .settings import Settings
+
+# Messages up to this size are read and, when over the protocol's own limits (a frame over
+# VOICEBOT_MAX_FRAME_BYTES, a control message over 64 KiB), answered with an error event;
+# anything larger closes the connection with 1009 "message too big".
+WS_MAX_MESSAGE_BYTES = 1 << 20
+
+
+class HeadTimeoutH11Protocol(H11Protocol):
+    """h11 with a deadline for each request's head, from connect or from the previous response."""
+
+    head_timeout_s = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_head_timer()
+
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        self._cancel_head_timer()  # the WebSocket protocol takes the connection over
+        super().handle_websocket_upgrade(event)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def _arm_head_timer(self) -> None:
+        self._cancel_head_timer()
+        self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_expired)
+
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def _cancel_head_timer(self) -> None:
+        timer = self._head_timer
+        if timer is not None:
+            timer.cancel()
+            self._head_timer = None
+
+    def _head_expired(self) -> None:
+        # Still waiting for (the rest of) a request head: drop the connection. A request being
+        # served, a body being read (bounded by the app) or an upgraded WebSocket is left alone.
+        waiting = self.cycle is None or self.cycle.response_complete
+        if waiting and self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+
+def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """The uvicorn configuration for ``app`` under ``settings`` (``overrides``: e.g. log_config)."""
+    protocol = type("GuardedH11Protocol", (HeadTimeoutH11Protocol,), {"head_timeout_s": settings.header_timeout_s})
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "http": protocol,
+        "ws": "websockets",
+        "ws_max_size": WS_MAX_MESSAGE_BYTES,
+        "ws_ping_interval": 20.0,
+        "ws_ping_timeout": 20.0,
+        "timeout_keep_alive": 5,
+        "limit_concurrency": settings.max_connections,
+        "h11_max_incomplete_event_size": 16 * 1024,  # request line and headers
+        "server_header": False,
+        "log_config": None,
+        **overrides,
+    }
+    return uvicorn.Config(app, **options)
