@@ -27,7 +27,18 @@ _WHERE = {
     "default_index_dir": ".store",
 }
 
-__all__ = sorted(_WHERE)
+__all__ = [
+    "Chunk",
+    "DocumentIndex",
+    "DocumentInfo",
+    "ParsedDocument",
+    "SearchHit",
+    "Section",
+    "UnsupportedDocument",
+    "chunk_sections",
+    "default_index_dir",
+    "parse_document",
+]
 
 
 def __getattr__(name: str) -> Any:
