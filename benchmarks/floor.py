@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from voicebot import contract as c
 from voicebot.engines.llm import LlamaCppEngine, LlamaCppSettings
 from voicebot.engines.stt import WhisperEngine, WhisperSettings
 from voicebot.engines.tts import PiperEngine, PiperSettings
@@ -37,11 +38,11 @@ def run_floor(
     from rag_index import DocumentIndex
     from rag_index.embedders import LocalEmbedder
 
-    whisper_cfg = to_dataclass(WhisperSettings, _sidecar("whisper_stt"), "whisper_stt")
+    whisper_cfg = to_dataclass(WhisperSettings, _sidecar(c.WHISPER_STT.name), c.WHISPER_STT.name)
     whisper = WhisperEngine(whisper_model_dir(whisper_cfg.model), whisper_cfg)
-    llm_cfg = LlamaCppSettings(**_sidecar("llm").get("llama_cpp", {}))
+    llm_cfg = LlamaCppSettings(**_sidecar(c.LLM.name).get("llama_cpp", {}))
     llm = LlamaCppEngine(gemma_gguf(), llm_cfg)
-    piper = PiperEngine(*piper_voice(), to_dataclass(PiperSettings, _sidecar("tts"), "tts"))
+    piper = PiperEngine(*piper_voice(), to_dataclass(PiperSettings, _sidecar(c.TTS.name), c.TTS.name))
     index = DocumentIndex(index_dir, LocalEmbedder(threads=1))
     for doc in documents:
         index.add(doc.name, doc.read_bytes())
@@ -57,7 +58,7 @@ def run_floor(
         hits = index.search(text or question, top_k)
         t["retrieval_ms"] = (time.perf_counter() - t0) * 1000
         asked = text or question
-        passages = [Passage(h.document_id, h.title, trim_passage(asked, h.text, passage_words)) for h in hits]
+        passages = [Passage(h.title, trim_passage(asked, h.text, passage_words)) for h in hits]
         prompt = build_prompt(asked, passages)
         t_answer = time.perf_counter()
         splitter = ClauseSplitter(first_max_words=FIRST_CLAUSE_WORDS)

@@ -11,8 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import voicebot  # noqa: F401  (first: keeps the checkout's triton/ folder off sys.path)
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus
 
@@ -27,7 +25,7 @@ words = " ".join(docs).split()
 
 
 def prompt(i):
-    passages = [Passage(f"d{k}", "doc", " ".join(words[(i * 997 + k * 311) % 5000 :][:60])) for k in range(3)]
+    passages = [Passage("doc", " ".join(words[(i * 997 + k * 311) % 5000 :][:60])) for k in range(3)]
     return build_prompt(corpus.QUESTIONS[i % 8].text, passages, [])
 
 

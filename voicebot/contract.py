@@ -7,8 +7,13 @@ against this module).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # Audio formats that cross model boundaries.
 STT_SAMPLE_RATE = 16_000
@@ -29,6 +34,26 @@ class Tensor:
         """The spelling used in ``config.pbtxt`` (TYPE_STRING for BYTES)."""
         return "TYPE_STRING" if self.dtype == "BYTES" else f"TYPE_{self.dtype}"
 
+    @property
+    def numpy_dtype(self) -> Any:
+        import numpy as np  # here, not at the top: the document parser's child process never needs it
+
+        return {"BYTES": np.object_, "FP32": np.float32, "INT16": np.int16, "INT32": np.int32, "BOOL": np.bool_}[
+            self.dtype
+        ]
+
+    def array(self, value: Any) -> np.ndarray:
+        """``value`` as this tensor's array: a str/bytes/number/bool is one element, a list or
+        tuple that many, an ndarray itself; text is UTF-8."""
+        import numpy as np
+
+        if isinstance(value, np.ndarray):
+            return value.astype(self.numpy_dtype, copy=False) if self.dtype != "BYTES" else value
+        items = list(value) if isinstance(value, list | tuple) else [value]
+        if self.dtype == "BYTES":
+            return np.array([v.encode("utf-8") if isinstance(v, str) else v for v in items], dtype=np.object_)
+        return np.array(items, dtype=self.numpy_dtype)
+
 
 @dataclass(frozen=True)
 class ModelContract:
@@ -47,10 +72,41 @@ class ModelContract:
     max_batch_size: int = 0
 
     def input(self, name: str) -> Tensor:
-        return next(t for t in self.inputs if t.name == name)
+        for tensor in self.inputs:
+            if tensor.name == name:
+                return tensor
+        raise KeyError(f"{self.name} has no input {name!r} (inputs: {', '.join(t.name for t in self.inputs)})")
 
-    def output(self, name: str) -> Tensor:
-        return next(t for t in self.outputs if t.name == name)
+    def arrays(self, values: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Each named input as the array the wire carries (with the batch dimension where the
+        model batches; the request is a batch of one)."""
+        import numpy as np
+
+        arrays = {}
+        for name, value in values.items():
+            array = self.input(name).array(value)
+            arrays[name] = array[np.newaxis, ...] if self.max_batch_size > 0 else array
+        return arrays
+
+    def infer_inputs(self, client_module: Any, values: dict[str, Any]) -> list[Any]:
+        """tritonclient ``InferInput`` objects for ``values`` (input name → value, see
+        :meth:`Tensor.array`); ``client_module`` is ``tritonclient.grpc`` or ``tritonclient.http``
+        (the contract itself needs neither)."""
+        inputs = []
+        for name, array in self.arrays(values).items():
+            tensor = client_module.InferInput(name, list(array.shape), self.input(name).dtype)
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        return inputs
+
+    def requested_outputs(self, client_module: Any, names: Sequence[str] | None = None) -> list[Any]:
+        """``InferRequestedOutput`` for ``names`` (default: every output)."""
+        known = {t.name for t in self.outputs}
+        wanted = list(names) if names is not None else [t.name for t in self.outputs]
+        unknown = [n for n in wanted if n not in known]
+        if unknown:
+            raise KeyError(f"{self.name} has no output {unknown[0]!r}")
+        return [client_module.InferRequestedOutput(n) for n in wanted]
 
 
 # Tensor names, used as constants by code on both sides of the wire.
@@ -72,6 +128,7 @@ EMBEDDING = "embedding"
 QUESTION = "question"
 PASSAGES = "passages"
 HISTORY = "history"
+SPEAK = "speak"
 
 AUDIO_DECODE = ModelContract(
     name="audio_decode",
@@ -125,6 +182,8 @@ VOICE_ANSWER = ModelContract(
         Tensor(SAMPLING_PARAMETERS, "BYTES", (1,), optional=True),
         # JSON list of earlier questions in the session, oldest first (follow-ups).
         Tensor(HISTORY, "BYTES", (1,), optional=True),
+        # False: text only, no speech (typed turns); the same prompt and pipeline either way.
+        Tensor(SPEAK, "BOOL", (1,), optional=True),
     ),
     outputs=(
         Tensor(TEXT_OUTPUT, "BYTES", (-1,)),
@@ -144,6 +203,7 @@ MODELS: tuple[ModelContract, ...] = (
     VOICE_ANSWER,
 )
 MODEL_NAMES: tuple[str, ...] = tuple(m.name for m in MODELS)
+MODELS_BY_NAME: dict[str, ModelContract] = {m.name: m for m in MODELS}
 
 
 class EventType(StrEnum):

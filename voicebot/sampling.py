@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .contract import SAMPLING_PARAMETERS
 from .jsonsafe import JsonInputError, loads
 
 MAX_TOKENS_LIMIT = 4096
@@ -92,7 +93,7 @@ def parse_sampling_parameters(raw: str | bytes | None, defaults: SamplingParams 
     if raw is None or (isinstance(raw, (str, bytes)) and not raw.strip()):
         return base
     try:
-        obj = loads(raw, "sampling_parameters", MAX_SAMPLING_JSON_BYTES, max_depth=3)
+        obj = loads(raw, SAMPLING_PARAMETERS, MAX_SAMPLING_JSON_BYTES, max_depth=3)
     except JsonInputError as exc:
         raise SamplingError(str(exc)) from None
     if not isinstance(obj, dict):

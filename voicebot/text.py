@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from .contract import HISTORY, PASSAGES
 from .jsonsafe import JsonInputError, loads
 from .sampling import SamplingParams
 
@@ -94,9 +95,8 @@ def split_clauses(text: str, min_words: int = MIN_SOFT_CLAUSE_WORDS) -> list[str
 
 @dataclass(frozen=True)
 class Passage:
-    """A retrieved passage as ``voice_answer`` receives it."""
+    """A retrieved passage as ``voice_answer`` receives it (the prompt numbers passages in order)."""
 
-    id: str
     title: str
     text: str
 
@@ -116,7 +116,7 @@ class PromptInputError(ValueError):
 def parse_passages(raw: str | bytes) -> list[Passage]:
     """Parse the ``passages`` JSON list of ``{id, title, text}``."""
     try:
-        items = loads(raw, "passages", MAX_PASSAGES_JSON_BYTES, max_depth=3)
+        items = loads(raw, PASSAGES, MAX_PASSAGES_JSON_BYTES, max_depth=3)
     except JsonInputError as exc:
         raise PromptInputError(str(exc)) from None
     if not isinstance(items, list):
@@ -133,7 +133,7 @@ def parse_passages(raw: str | bytes) -> list[Passage]:
         ident, title = item.get("id", n + 1), item.get("title", "")
         if not isinstance(ident, str | int) or not isinstance(title, str):
             raise PromptInputError(f"passages[{n}]: id must be a string or integer and title a string")
-        passages.append(Passage(id=str(ident)[:64], title=title.strip()[:300], text=text))
+        passages.append(Passage(title=title.strip()[:300], text=text))
     return passages
 
 
@@ -142,7 +142,7 @@ def parse_history(raw: str | bytes | None) -> list[str]:
     if raw is None or not raw.strip():
         return []
     try:
-        items = loads(raw, "history", MAX_HISTORY_JSON_BYTES, max_depth=2)
+        items = loads(raw, HISTORY, MAX_HISTORY_JSON_BYTES, max_depth=2)
     except JsonInputError as exc:
         raise PromptInputError(str(exc)) from None
     if not isinstance(items, list) or not all(isinstance(q, str) for q in items):
@@ -152,7 +152,7 @@ def parse_history(raw: str | bytes | None) -> list[str]:
 
 # The fixed prefix comes first and never changes, so an engine can keep its KV cache.
 # The base (not instruction-tuned) Gemma follows a worked example far better than an
-# instruction (RUNTIME.md §3), hence the one-shot example and a newline stop.
+# instruction (docs/runtime-notes.md), hence the one-shot example and a newline stop.
 PROMPT_PREFIX = (
     "Answer each question in one short sentence, using only the numbered passages.\n\n"
     "Passages:\n"

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import time
 from pathlib import Path
 
 import fake_pb_utils as pb
@@ -44,9 +45,9 @@ def error_text(response) -> str:
 
 
 def test_audio_decode_bad_request_fails_alone():
-    module = load_model("audio_decode")
+    module = load_model(c.AUDIO_DECODE.name)
     model = module.TritonPythonModel()
-    model.initialize(args_for("audio_decode", {"max_seconds": "5"}))
+    model.initialize(args_for(c.AUDIO_DECODE.name, {"max_seconds": "5"}))
     good = pb.InferenceRequest([text(c.AUDIO_BYTES, encode(tone(1.0), 16000, "wav"))])
     garbage = pb.InferenceRequest([text(c.AUDIO_BYTES, b"\x01\x02 not audio")])
     too_long = pb.InferenceRequest([text(c.AUDIO_BYTES, encode(tone(6.0), 16000, "flac"))])
@@ -62,9 +63,9 @@ def test_audio_decode_bad_request_fails_alone():
 
 
 def test_bad_parameter_fails_initialize_with_the_model_named():
-    model = load_model("audio_decode").TritonPythonModel()
+    model = load_model(c.AUDIO_DECODE.name).TritonPythonModel()
     with pytest.raises(pb.TritonModelException, match=r"audio_decode.*max_seconds"):
-        model.initialize(args_for("audio_decode", {"max_seconds": "-1"}))
+        model.initialize(args_for(c.AUDIO_DECODE.name, {"max_seconds": "-1"}))
 
 
 class ScriptedLM:
@@ -90,11 +91,11 @@ class ScriptedLM:
 
 @pytest.fixture
 def llm_model(monkeypatch):
-    module = load_model("llm")
+    module = load_model(c.LLM.name)
     lm = ScriptedLM([" Paris", " is", " nice."])
     monkeypatch.setattr(module, "load_language_model", lambda sidecar: lm)
     model = module.TritonPythonModel()
-    model.initialize(args_for("llm", decoupled=True))
+    model.initialize(args_for(c.LLM.name, decoupled=True))
     model.lm = lm
     yield model
     model.finalize()
@@ -134,7 +135,7 @@ def test_llm_non_streaming_prepends_prompt_like_vllm_backend(llm_model):
 @pytest.mark.parametrize(
     "inputs, message",
     [
-        ([], "'text_input' is required"),
+        ([], f"'{c.TEXT_INPUT}' is required"),
         ([text(c.TEXT_INPUT, "   ")], "is empty"),
         ([text(c.TEXT_INPUT, "Q"), text(c.SAMPLING_PARAMETERS, "{bad")], "not valid JSON"),
         ([text(c.TEXT_INPUT, b"\xff\xfe")], "UTF-8"),
@@ -156,8 +157,8 @@ def test_llm_stops_when_the_client_cancels(llm_model):
 
 
 def test_embedder_encodes_a_batch_of_requests_and_fails_only_the_bad_one():
-    model = load_model("embedder").TritonPythonModel()
-    model.initialize(args_for("embedder", {"max_chars": "50"}))
+    model = load_model(c.EMBEDDER.name).TritonPythonModel()
+    model.initialize(args_for(c.EMBEDDER.name, {"max_chars": "50"}))
 
     def request(*texts):
         return pb.InferenceRequest([pb.Tensor(c.TEXT, np.array([[t.encode() for t in texts]], dtype=np.object_))])
@@ -170,3 +171,95 @@ def test_embedder_encodes_a_batch_of_requests_and_fails_only_the_bad_one():
     assert vectors.shape == (2, c.EMBEDDING_DIM)
     alone = pb.get_output_tensor_by_name(model.execute([request("bake", "bread")])[0], c.EMBEDDING).as_numpy()[0]
     assert np.allclose(alone, vectors, atol=1e-5)  # batching with others changes nothing
+
+
+class ScriptedLoopback:
+    """Stands in for the real loopback's two streams; keeps its iterate() (the real bridge)."""
+
+    def __init__(self, base, deltas, fail=None):
+        self.base, self.deltas, self.fail = base, deltas, fail
+        self.tts_calls: list[str] = []
+        self.llm_cancelled = False
+
+    async def llm_deltas(self, prompt, params, request_id):
+        import asyncio
+
+        from voicebot.wire import CallError
+
+        try:
+            for delta in self.deltas:
+                await asyncio.sleep(0.005)
+                if self.fail is not None:
+                    raise CallError(self.fail, "llm: sampling_parameters refused")
+                yield delta
+        except asyncio.CancelledError:
+            self.llm_cancelled = True
+            raise
+
+    async def tts_chunks(self, text, request_id):
+        self.tts_calls.append(text)
+        yield np.ones(100, dtype=np.int16), 22050
+
+    def iterate(self, answer, is_cancelled):
+        return self.base.iterate(answer, is_cancelled)
+
+    def close(self):
+        self.base.close()
+
+
+@pytest.fixture
+def voice_answer(monkeypatch):
+    module = load_model(c.VOICE_ANSWER.name)
+    made = {}
+    real = module.Loopback
+
+    def fake_loopback(stall_timeout_s):
+        made["lb"] = ScriptedLoopback(real("127.0.0.1:1"), ["Three ", "hours. ", "Then ", "it glows."])
+        return made["lb"]
+
+    monkeypatch.setattr(module, "Loopback", fake_loopback)
+    model = module.TritonPythonModel()
+    model.initialize(args_for(c.VOICE_ANSWER.name, decoupled=True))
+    model.lb = made["lb"]
+    yield model
+    model.finalize()
+
+
+def answer_inputs(speak=None):
+    passages = json.dumps([{"id": "1", "title": "Lamp", "text": "It charges in three hours."}])
+    inputs = [text(c.QUESTION, "How long?"), text(c.PASSAGES, passages)]
+    if speak is not None:
+        inputs.append(pb.Tensor(c.SPEAK, np.array([speak])))
+    return inputs
+
+
+def test_voice_answer_speaks_unless_told_not_to(voice_answer):
+    spoken = run_stream(voice_answer, answer_inputs())
+    names = [t.name() for r in spoken for t in r.output_tensors]
+    assert (
+        c.AUDIO in names and c.TEXT_OUTPUT in names and voice_answer.lb.tts_calls == ["Three hours.", "Then it glows."]
+    )
+    voice_answer.lb.tts_calls.clear()
+    typed = run_stream(voice_answer, answer_inputs(speak=False))
+    assert "".join(outputs(typed)) == "Three hours. Then it glows." and not voice_answer.lb.tts_calls
+
+
+def test_voice_answer_stops_its_calls_when_the_client_cancels(voice_answer):
+    voice_answer.lb.deltas = ["word "] * 2000
+    request = pb.InferenceRequest(answer_inputs(speak=False))
+    voice_answer.execute([request])
+    deadline = time.monotonic() + 10
+    while len(request.sender.responses) < 3 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    request.sender.cancel()
+    assert request.sender.done.wait(10) and request.sender.finals == 1
+    assert voice_answer.lb.llm_cancelled and len(request.sender.responses) < 2000
+
+
+def test_voice_answer_passes_a_refusal_on_as_invalid_arg(voice_answer):
+    from voicebot.contract import ErrorCode
+
+    voice_answer.lb.fail = ErrorCode.INVALID_INPUT
+    responses = run_stream(voice_answer, answer_inputs())
+    assert responses[-1].has_error() and responses[-1].error().code() == pb.TritonError.INVALID_ARG
+    assert "refused" in error_text(responses[-1])

@@ -63,7 +63,7 @@ def test_newline_cuts():
 
 
 def test_prompt_prefix_first_then_passages_history_question():
-    passages = [Passage("a", "Manual", "Press  the\nred button."), Passage("b", "", "Second.")]
+    passages = [Passage("Manual", "Press  the\nred button."), Passage("", "Second.")]
     prompt = build_prompt("  How do I   start? ", passages, ["What is it?"])
     assert prompt.startswith(PROMPT_PREFIX)
     tail = prompt[len(PROMPT_PREFIX) :]
@@ -97,7 +97,7 @@ def test_bad_passages(raw, message):
 
 def test_passages_parse():
     got = parse_passages(json.dumps([{"id": 7, "title": "T", "text": " body "}, {"text": "b"}]))
-    assert got == [Passage("7", "T", "body"), Passage("2", "", "b")]
+    assert got == [Passage("T", "body"), Passage("", "b")]
 
 
 def test_history_is_bounded_and_validated():

@@ -86,8 +86,8 @@ def prepare_backend(runtime_dir: Path, server: Path | None = None) -> TritonPath
     )
 
 
-def server_env(paths: TritonPaths, runtime_dir: Path) -> dict[str, str]:
-    """The environment the Python stubs need (RUNTIME.md §1)."""
+def server_env(paths: TritonPaths) -> dict[str, str]:
+    """The environment the Python stubs need (docs/runtime-notes.md, "Triton from a wheel")."""
     env = dict(os.environ)
     venv_bin = str(Path(sys.executable).parent)
     env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
@@ -103,7 +103,6 @@ def server_env(paths: TritonPaths, runtime_dir: Path) -> dict[str, str]:
     # Weights come from packages; nothing may reach for a model hub.
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
-    env.setdefault("VOICEBOT_CANCEL_DIR", str(runtime_dir / "cancel"))
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     return env
 
@@ -193,8 +192,7 @@ class TritonServer:
         repository = o.runtime_dir / f"model_repository-{o.http_port}"
         self._repository = repository
         self.models = render(repository, deploys, only=self.options.models)
-        env = server_env(paths, o.runtime_dir)
-        Path(env["VOICEBOT_CANCEL_DIR"]).mkdir(parents=True, exist_ok=True)
+        env = server_env(paths)
         # Models that call other models (voice_answer) do so through this server's gRPC port.
         loopback_host = "127.0.0.1" if o.host in ("0.0.0.0", "::", "") else o.host
         env[LOOPBACK_ENV] = f"{loopback_host}:{o.grpc_port}"

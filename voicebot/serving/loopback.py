@@ -1,159 +1,126 @@
-"""Streaming calls from one model to another through the server's own gRPC endpoint.
+"""Calls from one model to others through the server's own gRPC endpoint, from inside a stub.
 
 ``voice_answer`` chains ``llm`` and ``tts`` this way instead of with BLS
 (``InferenceRequest.exec(decoupled=True)``). In Triton 2.51 — the pytriton wheel's server
 and NVIDIA's 24.10 container alike — the Python stub's decoupled-BLS path is unsafe as
 soon as two threads use it: it frees response tensors without holding the GIL (heap
-corruption: the ``voice_answer`` stub segfaulted after ~6.5 minutes of the soak), and a
+corruption: the ``voice_answer`` stub segfaulted after ~6.5 minutes of a soak), and a
 thread creating a BLS stream can deadlock against one woken inside ``__next__``.
-``triton/bls_repro/`` reproduces both in seconds. A gRPC stream to 127.0.0.1 costs well
-under a millisecond per message and brings real request cancellation with it.
+``triton/bls_repro/`` reproduces both in seconds; a server whose python_backend takes the
+GIL in ``~PbTensor`` (newer sources do) could go back to BLS. A gRPC call to 127.0.0.1
+costs well under a millisecond per message and brings real request cancellation with it.
 
-Runs inside a stub; the launcher tells it where the server listens (``LOOPBACK_ENV``).
+One asyncio loop on a thread per model instance, one gRPC client on it
+(:mod:`voicebot.wire`); :meth:`Loopback.iterate` hands an async answer to the model's
+synchronous request thread and, when the request is cancelled or fails, cancels the whole
+async answer — whose streams cancel their own requests.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import queue
 import threading
-import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 
-from ..access import authorize, env_token
-from . import cancel
+from .. import contract as c
+from .. import wire
+from ..access import env_token
+from ..sampling import SamplingParams
 
 LOOPBACK_ENV = "VOICEBOT_LOOPBACK_GRPC"
 DEFAULT_URL = "127.0.0.1:8001"  # the port Triton uses when nobody chose one
-POLL_S = 0.05
-DRAIN_S = 5.0  # how long a stopped call may take to reach its final response
+POLL_S = 0.02
+DRAIN_S = 5.0  # how long a cancelled answer may take to cancel its own calls
 
-
-class LoopbackError(Exception):
-    """A called model failed, went silent or could not be reached."""
-
-    def __init__(self, message: str, code: str = "UNAVAILABLE") -> None:
-        super().__init__(message)
-        self.code = code
+T = TypeVar("T")
 
 
 def loopback_url() -> str:
     return os.environ.get(LOOPBACK_ENV) or DEFAULT_URL
 
 
-def _error_code(error: Any) -> str:
-    status = str(getattr(error, "status", lambda: "")() or "")
-    return "INVALID_ARG" if "INVALID_ARG" in status else "UNAVAILABLE"
-
-
-class ModelStream:
-    """One gRPC stream to this server; calls on it run one after another.
-
-    ``call`` yields each response's outputs as numpy arrays until the model's final
-    response. Once ``stop`` is set it yields nothing more: it flags the request cancelled
-    (``cancel.py``) and reads on to the final response, or cancels the stream after
-    ``DRAIN_S``. It raises :class:`LoopbackError` when the model fails or sends nothing for
-    ``stall_timeout_s``.
-    """
+class Loopback:
+    """This server's models, as async streams for :class:`voicebot.pipeline.AnswerPipeline`."""
 
     def __init__(self, url: str | None = None, stall_timeout_s: float = 120.0) -> None:
-        import tritonclient.grpc as grpcclient  # the stub imports it only when a model chains others
-
-        self._grpc = grpcclient
         self.stall_timeout_s = stall_timeout_s
-        self._responses: queue.Queue[tuple[Any, Any]] = queue.Queue()
-        self._client = authorize(grpcclient.InferenceServerClient(url or loopback_url()), env_token(), "grpc")
-        self._client.start_stream(callback=lambda result, error: self._responses.put((result, error)))
-        self._open = True
-        self._in_flight = False
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="loopback", daemon=True)
+        self._thread.start()
 
-    def _inputs(self, inputs: dict[str, np.ndarray]) -> list[Any]:
-        from tritonclient.utils import np_to_triton_dtype
+        async def connect() -> Any:  # a grpc.aio channel belongs to the loop that made it
+            return wire.grpc_client(url or loopback_url(), env_token())
 
-        out = []
-        for name, array in inputs.items():
-            infer_input = self._grpc.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-            infer_input.set_data_from_numpy(array)
-            out.append(infer_input)
-        return out
+        self._client = asyncio.run_coroutine_threadsafe(connect(), self._loop).result(30)
 
-    def call(
-        self,
-        model: str,
-        inputs: dict[str, np.ndarray],
-        outputs: list[str],
-        request_id: str,
-        stop: threading.Event,
-    ) -> Iterator[dict[str, np.ndarray]]:
-        if not self._open:
-            raise LoopbackError(f"{model}: the stream was already cancelled")
-        self._in_flight = True
-        self._client.async_stream_infer(
-            model,
-            self._inputs(inputs),
-            request_id=request_id,
-            outputs=[self._grpc.InferRequestedOutput(name) for name in outputs],
-            enable_empty_final_response=True,
-        )
-        last = time.monotonic()
-        drain_until: float | None = None
-        while True:
-            if stop.is_set() and drain_until is None:
-                # Ask the model to stop (it checks the flag between tokens and clauses) and read
-                # to its final response, so the stream ends cleanly; cancel it outright only if
-                # that takes longer than DRAIN_S.
-                cancel.request_cancel(request_id)
-                drain_until = time.monotonic() + DRAIN_S
+    async def llm_deltas(self, prompt: str, params: SamplingParams, request_id: str) -> AsyncIterator[str]:
+        values = {
+            c.TEXT_INPUT: prompt,
+            c.STREAM: True,
+            c.SAMPLING_PARAMETERS: params.to_json(),
+            c.EXCLUDE_INPUT_IN_OUTPUT: True,
+        }
+        bound = self.stall_timeout_s
+        async for result in wire.stream(self._client, c.LLM, values, [c.TEXT_OUTPUT], request_id, bound, bound):
+            text = result.as_numpy(c.TEXT_OUTPUT)
+            for item in [] if text is None else text.reshape(-1):
+                yield item.decode("utf-8", errors="replace")
+
+    async def tts_chunks(self, text: str, request_id: str) -> AsyncIterator[tuple[np.ndarray, int]]:
+        bound = self.stall_timeout_s
+        outputs = [c.AUDIO, c.SAMPLE_RATE]
+        async for result in wire.stream(self._client, c.TTS, {c.TEXT: text}, outputs, request_id, bound, bound):
+            audio, rate = result.as_numpy(c.AUDIO), result.as_numpy(c.SAMPLE_RATE)
+            if audio is not None and rate is not None and audio.size:
+                yield audio.astype(np.int16, copy=False), int(rate.reshape(-1)[0])
+
+    def iterate(self, answer: AsyncIterator[T], is_cancelled: Callable[[], bool]) -> Iterator[T]:
+        """``answer``'s items on this (synchronous) thread. When the caller stops — the request
+        cancelled, the consumer gone, an error — the async answer is cancelled and given
+        ``DRAIN_S`` to cancel its calls before this returns."""
+        items: queue.Queue[tuple[str, Any]] = queue.Queue()
+        finished = threading.Event()
+
+        async def pump() -> None:
             try:
-                result, error = self._responses.get(timeout=POLL_S)
-            except queue.Empty:
-                if drain_until is not None and time.monotonic() > drain_until:
-                    self.cancel()
-                    return
-                if drain_until is None and time.monotonic() - last > self.stall_timeout_s:
-                    self.cancel()
-                    raise LoopbackError(f"{model} sent nothing for {self.stall_timeout_s:g} s") from None
-                continue
-            last = time.monotonic()
-            if error is not None:
-                if drain_until is not None:
-                    self.cancel()
-                    return
-                message = error.message() if hasattr(error, "message") else str(error)
-                raise LoopbackError(f"{model}: {message}", _error_code(error))
-            final = result.get_response().parameters.get("triton_final_response")
-            is_final = final is not None and final.bool_param
-            if is_final:
-                self._in_flight = False
-            if drain_until is None:
-                arrays = {}
-                for name in outputs:
-                    array = result.as_numpy(name)
-                    if array is not None:
-                        arrays[name] = array
-                if arrays:
-                    yield arrays
-            if is_final:
-                return
+                async with contextlib.aclosing(answer):  # type: ignore[type-var]
+                    async for item in answer:
+                        items.put(("item", item))
+                items.put(("done", None))
+            except asyncio.CancelledError:
+                items.put(("done", None))
+            except BaseException as exc:  # surfaced on the request's thread
+                items.put(("error", exc))
+            finally:
+                finished.set()
 
-    def cancel(self) -> None:
-        """Close the stream, cancelling a request still in flight (the server sees it cancelled)."""
-        if self._open:
-            self._open = False
-            # Only when needed: tritonclient 2.73 leaks ~45 KB per stream closed with
-            # cancel_requests=True (measured: 600 streams, +27 MiB), none without. So a
-            # stopped call drains to its final response first (see ``call``).
-            self._client.stop_stream(cancel_requests=self._in_flight)
+        task = asyncio.run_coroutine_threadsafe(pump(), self._loop)
+        try:
+            while not is_cancelled():
+                try:
+                    kind, value = items.get(timeout=POLL_S)
+                except queue.Empty:
+                    continue
+                if kind == "done":
+                    return
+                if kind == "error":
+                    raise value
+                yield value
+        finally:
+            task.cancel()
+            finished.wait(DRAIN_S)
 
     def close(self) -> None:
-        self.cancel()
-        self._client.close()
+        async def shut() -> None:
+            await self._client.close()
 
-    def __enter__(self) -> ModelStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(shut(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)

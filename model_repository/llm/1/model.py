@@ -9,7 +9,7 @@ import triton_python_backend_utils as pb_utils
 from voicebot import contract as c
 from voicebot.engines.llm import load_language_model
 from voicebot.sampling import parse_sampling_parameters
-from voicebot.serving import cancel, metrics
+from voicebot.serving import metrics
 from voicebot.serving.config import ConfigError, param, read_sidecar
 from voicebot.serving.triton_io import StreamWorkers, bytes_tensor, input_scalar, input_text
 from voicebot.weights import WeightsNotFound
@@ -49,15 +49,10 @@ class TritonPythonModel:
         # As in Triton's vLLM backend: the prompt is prepended unless excluded, and
         # by default only for non-streaming requests.
         prepend = (not exclude) if exclude is not None else not stream
-        request_id = request.request_id()
-
-        def cancelled():
-            return is_cancelled() or cancel.is_flagged(request_id)
-
         pieces = []
         count = 0
         try:
-            for delta in self.engine.stream(prompt, params, cancelled):
+            for delta in self.engine.stream(prompt, params, is_cancelled):
                 if count == 0:
                     self.ttft.observe(time.perf_counter() - began)
                 count += 1
@@ -67,8 +62,7 @@ class TritonPythonModel:
                     pieces.append(delta)
         finally:
             self.tokens.increment(count)
-            cancel.clear(request_id)
-        if not stream and not cancelled():
+        if not stream and not is_cancelled():
             yield [bytes_tensor(c.TEXT_OUTPUT, [(prompt if prepend else "") + "".join(pieces)])]
 
     def finalize(self):

@@ -10,7 +10,7 @@ import triton_python_backend_utils as pb_utils
 
 from voicebot import contract as c
 from voicebot.engines.tts import PiperEngine, PiperSettings
-from voicebot.serving import cancel, metrics
+from voicebot.serving import metrics
 from voicebot.serving.config import ConfigError, param, read_sidecar, to_dataclass
 from voicebot.serving.triton_io import StreamWorkers, input_scalar, input_text
 from voicebot.weights import WeightsNotFound, piper_voice
@@ -47,24 +47,18 @@ class TritonPythonModel:
         speaker = input_scalar(request, c.SPEAKER, int)
         length_scale = input_scalar(request, c.LENGTH_SCALE, float)
         self.engine.check(speaker, length_scale)
-        request_id = request.request_id()
         rate = pb_utils.Tensor(c.SAMPLE_RATE, np.array([self.engine.sample_rate], dtype=np.int32))
         first = True
-        try:
-            chunks = self.engine.synthesize(text, speaker, length_scale)
-            while True:
-                if is_cancelled() or cancel.is_flagged(request_id):
-                    return
-                with self.lock:
-                    samples = next(chunks, None)
-                if samples is None:
-                    return
-                if first:
-                    self.first_audio.observe(time.perf_counter() - began)
-                    first = False
-                yield [pb_utils.Tensor(c.AUDIO, samples.astype(np.int16, copy=False)), rate]
-        finally:
-            cancel.clear(request_id)
+        chunks = self.engine.synthesize(text, speaker, length_scale)
+        while not is_cancelled():  # a cancelled request stops before its next clause
+            with self.lock:
+                samples = next(chunks, None)
+            if samples is None:
+                return
+            if first:
+                self.first_audio.observe(time.perf_counter() - began)
+                first = False
+            yield [pb_utils.Tensor(c.AUDIO, samples.astype(np.int16, copy=False)), rate]
 
     def finalize(self):
         self.workers.join()

@@ -1,4 +1,4 @@
-"""TritonServices' bounds on a silent or broken Triton stream, with a stand-in gRPC stream (no Triton)."""
+"""wire.stream's bounds on a silent or broken Triton stream, with a stand-in gRPC stream (no Triton)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from typing import Any
 import grpc
 import pytest
 
-from orchestrator.services import ServiceError, TritonServices
+from voicebot import contract as c
+from voicebot import wire
+from voicebot.wire import CallError as ServiceError
 
 
 class StandInStream:
@@ -43,21 +45,9 @@ class StandInClient:
         return self.stream
 
 
-def services_over(stream: StandInStream, stall_s: float, first_s: float = 5.0) -> TritonServices:
-    services = TritonServices(
-        "127.0.0.1:1",
-        index=None,  # type: ignore[arg-type]
-        stall_timeout_s=stall_s,
-        first_response_timeout_s=first_s,
-    )
-    services.client = StandInClient(stream)  # type: ignore[assignment]
-    return services
-
-
 def drain(stream: StandInStream, stall_s: float, first_s: float = 5.0) -> list[Any]:
-    async def run() -> list[Any]:  # the gRPC channel needs a running loop
-        services = services_over(stream, stall_s, first_s)
-        return [r async for r in services._stream("llm", [], [], "turn1")]
+    async def run() -> list[Any]:
+        return [r async for r in wire.stream(StandInClient(stream), c.LLM, {}, [], "turn1", first_s, stall_s)]
 
     return asyncio.run(run())
 
