@@ -16,8 +16,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import voicebot  # noqa: F401  (first: keeps the checkout's triton/ folder off sys.path)
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from perf import PERF_VENV, perf_env
 
 from voicebot import contract as c
+from voicebot.access import GRPC_TOKEN_HEADER
 from voicebot.weights import cache_dir, gemma_gguf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +41,16 @@ def tokenizer_dir() -> Path:
     return target
 
 
-def run_level(grpc_url: str, out: Path, concurrency: int, requests: int, input_tokens: int, output_tokens: int) -> dict:
+def run_level(
+    grpc_url: str,
+    out: Path,
+    concurrency: int,
+    requests: int,
+    input_tokens: int,
+    output_tokens: int,
+    token: str | None = None,
+) -> dict:
+    """One genai-perf run; ``token``: the server's VOICEBOT_API_TOKEN (sent as Triton's gRPC header)."""
     binary = GENAI_VENV / "bin" / "genai-perf"
     if not binary.is_file():
         raise RuntimeError("genai-perf is not installed: run `make bench` (it builds .venv-genai)")
@@ -74,6 +84,7 @@ def run_level(grpc_url: str, out: Path, concurrency: int, requests: int, input_t
         "1",
         "--artifact-dir",
         str(artifacts),
+        *(["-H", f"{GRPC_TOKEN_HEADER}:{token}"] if token else []),
     ]
     env = perf_env()
     env["PATH"] = os.pathsep.join([str(PERF_VENV / "bin"), str(GENAI_VENV / "bin"), env.get("PATH", "")])

@@ -49,17 +49,17 @@ def input_files(folder: Path, pcm16: bytes, wav: bytes, question: str) -> dict[s
     encoded = base64.b64encode(struct.pack("<I", len(wav)) + wav).decode()
     params = json.dumps({"max_tokens": 32, "temperature": 0})
     data = {
-        "whisper_stt": {"audio": {"content": audio, "shape": [len(audio)]}},
-        "transcribe": {"audio_bytes": {"b64": encoded}},
-        "audio_decode": {"audio_bytes": {"b64": encoded}},
-        "embedder": {"text": {"content": [question], "shape": [1]}},
-        "tts": {"text": ["The root user has user ID zero, and owns the system files."]},
+        c.WHISPER_STT.name: {c.AUDIO: {"content": audio, "shape": [len(audio)]}},
+        c.TRANSCRIBE.name: {c.AUDIO_BYTES: {"b64": encoded}},
+        c.AUDIO_DECODE.name: {c.AUDIO_BYTES: {"b64": encoded}},
+        c.EMBEDDER.name: {c.TEXT: {"content": [question], "shape": [1]}},
+        c.TTS.name: {c.TEXT: ["The root user has user ID zero, and owns the system files."]},
         c.LLM.name: {
             c.TEXT_INPUT: [f"Question: {question}\nAnswer:"],
             c.STREAM: [True],
             c.SAMPLING_PARAMETERS: [params],
         },
-        "voice_answer": {"question": [question], "passages": [PASSAGES]},
+        c.VOICE_ANSWER.name: {c.QUESTION: [question], c.PASSAGES: [PASSAGES]},
     }
     folder.mkdir(parents=True, exist_ok=True)
     files = {}

@@ -13,13 +13,10 @@ import datetime as dt
 import json
 import os
 import platform
-import queue
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import voicebot  # noqa: F401  (first: keeps the checkout's triton/ folder off sys.path)
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -36,40 +33,23 @@ from voicebot import contract as c  # noqa: E402
 
 def decode_rate(grpc_url: str, tokens: int = 128) -> float:
     """Tokens/s of a streamed llm request through Triton (first to last token)."""
-    import numpy as np
-    import tritonclient.grpc as grpcclient
-
-    client = grpcclient.InferenceServerClient(grpc_url)
-    got: queue.Queue = queue.Queue()
-    client.start_stream(callback=lambda result, error: got.put((time.perf_counter(), result, error)))
-
-    def tensor(name, arr, dtype):
-        t = grpcclient.InferInput(name, list(arr.shape), dtype)
-        t.set_data_from_numpy(arr)
-        return t
+    from voicebot import wire
 
     params = json.dumps({"max_tokens": tokens, "ignore_eos": True, "temperature": 0})
-    client.async_stream_infer(
-        c.LLM.name,
-        [
-            tensor(c.TEXT_INPUT, np.array([b"Write about the sea:"], dtype=object), "BYTES"),
-            tensor(c.STREAM, np.array([True]), "BOOL"),
-            tensor(c.SAMPLING_PARAMETERS, np.array([params.encode()], dtype=object), "BYTES"),
-        ],
-        enable_empty_final_response=True,
-    )
-    stamps = []
-    while True:
-        at, result, error = got.get(timeout=120)
-        if error is not None:
-            raise SystemExit(f"llm failed: {error}")
-        if result.get_response().outputs:
-            stamps.append(at)
-        if result.get_response().parameters["triton_final_response"].bool_param:
-            break
-    client.stop_stream()
-    client.close()
-    return (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 2 else float("nan")
+    values = {c.TEXT_INPUT: "Write about the sea:", c.STREAM: True, c.SAMPLING_PARAMETERS: params}
+
+    async def stamps() -> list[float]:
+        client = wire.grpc_client(grpc_url)
+        try:
+            return [
+                time.perf_counter()
+                async for _ in wire.stream(client, c.LLM, values, [c.TEXT_OUTPUT], "decode-rate", 120, 60)
+            ]
+        finally:
+            await client.close()
+
+    got = asyncio.run(stamps())
+    return (len(got) - 1) / (got[-1] - got[0]) if len(got) > 2 else float("nan")
 
 
 def main() -> int:

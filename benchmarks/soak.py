@@ -28,8 +28,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import voicebot  # noqa: F401  (first: keeps the checkout's triton/ folder off sys.path)
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -39,7 +37,7 @@ from stack import ServedStack, upload  # noqa: E402
 from voice_e2e import voice_turn  # noqa: E402
 
 from voicebot.contract import EventType  # noqa: E402
-from voicebot.serving.supervisor import model_stubs  # noqa: E402
+from voicebot.serving.supervisor import model_stubs, rss_mib  # noqa: E402
 
 TURN_TIMEOUT_S = 180.0
 
@@ -152,18 +150,23 @@ def speak_longest_clause(grpc_url: str) -> None:
     mark, bounded by the clause limit, not a leak. Reaching it before the baseline makes growth
     after it mean what it should.
     """
-    import numpy as np
-
     from voicebot import contract as c
-    from voicebot.serving.loopback import ModelStream
+    from voicebot import wire
     from voicebot.text import MAX_CLAUSE_WORDS
 
     words = ["internationalization", "telecommunications", "electroencephalography", "counterrevolutionaries"]
     clause = " ".join(words[n % len(words)] for n in range(MAX_CLAUSE_WORDS)) + "."
-    with ModelStream(grpc_url, stall_timeout_s=TURN_TIMEOUT_S) as stream:
-        inputs = {c.TEXT: np.array([clause.encode()], dtype=np.object_)}
-        for _ in stream.call(c.TTS.name, inputs, [c.AUDIO], "soak-warm-up", threading.Event()):
-            pass
+
+    async def speak() -> None:
+        client = wire.grpc_client(grpc_url)
+        try:
+            bound = TURN_TIMEOUT_S
+            async for _ in wire.stream(client, c.TTS, {c.TEXT: clause}, [c.AUDIO], "soak-warm-up", bound, bound):
+                pass
+        finally:
+            await client.close()
+
+    asyncio.run(speak())
 
 
 def http_json(method: str, url: str) -> tuple[int, dict]:
@@ -201,16 +204,6 @@ def document_worker(base: str, until: float, tally: Tally, stop: threading.Event
             tally.fail("documents", f"{type(exc).__name__}: {exc}")
         tally.ops["upload+delete"] += 1
         stop.wait(pause_s)
-
-
-def rss_mib(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 class MemorySampler:

@@ -25,25 +25,14 @@ def instance_overrides(specs: list[str]) -> dict[str, ModelDeploy]:
 
 
 def upload(base: str, path: Path, name: str | None = None, data: bytes | None = None) -> dict[str, Any]:
-    import json
+    import httpx
 
-    boundary = "bench-boundary"
-    body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name or path.name}"\r\n\r\n'.encode()
-        + (data if data is not None else path.read_bytes())
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    req = urllib.request.Request(
-        f"{base}/v1/documents",
-        data=body,
-        method="POST",
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
-    with urllib.request.urlopen(req, timeout=300) as resp:
-        if resp.status not in (200, 201):
-            raise RuntimeError(f"upload of {name or path.name} answered {resp.status}")
-        result: dict[str, Any] = json.loads(resp.read())
-        return result
+    content = data if data is not None else path.read_bytes()
+    resp = httpx.post(f"{base}/v1/documents", files={"file": (name or path.name, content)}, timeout=300)
+    if resp.status_code not in (200, 201):
+        raise RuntimeError(f"upload of {name or path.name} answered {resp.status_code}: {resp.text[:200]}")
+    result: dict[str, Any] = resp.json()
+    return result
 
 
 def wait_http(url: str, timeout: float = 60) -> None:

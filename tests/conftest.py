@@ -21,6 +21,10 @@ sys.modules.setdefault("triton_python_backend_utils", fake_pb_utils)
 from voicebot.contract import STT_SAMPLE_RATE  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+# Documents the tests use, written for them (never whatever the machine happens to have installed).
+DATA_DIR = Path(__file__).resolve().parent / "data"
+USERS_DOC = DATA_DIR / "users-and-groups.html"
+TRIGGERS_DOC = DATA_DIR / "package-triggers.txt"
 
 
 def _require_tool(name: str) -> str:
@@ -64,19 +68,13 @@ def wav_to_float(path: Path) -> np.ndarray:
 @pytest.fixture(scope="session")
 def triton() -> Iterator[object]:
     """A real tritonserver on the real model repository, once per test session."""
-    from orchestrator_helpers import free_port
+    from triton_helpers import own_server
 
-    from voicebot.serving.launcher import RUNTIME_DIR, ServerOptions, TritonServer
+    from voicebot.serving.launcher import RUNTIME_DIR
 
-    # Free ports, so a test run never collides with `make run` or another run on this machine.
-    ports = [free_port() for _ in range(3)]
-    server = TritonServer(
-        ServerOptions(http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2], runtime_dir=RUNTIME_DIR / "test")
-    )
     try:
-        server.start(timeout=240)
+        server = own_server(RUNTIME_DIR / "test")
     except Exception as exc:
-        server.stop()
         pytest.fail(f"tritonserver did not start: {exc}")
     yield server
     server.stop()

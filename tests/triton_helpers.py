@@ -7,6 +7,7 @@ import queue
 import time
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,27 +17,33 @@ from tritonclient.utils import InferenceServerException
 
 from voicebot import contract as c
 from voicebot.access import authorize
+from voicebot.serving.launcher import ServerOptions, TritonServer, free_port
 
 
-def bytes_input(module: Any, name: str, values: list[str | bytes]) -> Any:
-    arr = np.array([v.encode() if isinstance(v, str) else v for v in values], dtype=np.object_)
-    tensor = module.InferInput(name, list(arr.shape), "BYTES")
-    tensor.set_data_from_numpy(arr)
-    return tensor
+def own_server(runtime_dir: Path, models: list[str] | None = None, **options: Any) -> TritonServer:
+    """A started tritonserver of a test's own (a subset of ``models``, other ``ServerOptions``),
+    on free ports so it never collides with `make run` or another run on this machine."""
+    ports = [free_port() for _ in range(3)]
+    server = TritonServer(
+        ServerOptions(
+            http_port=ports[0],
+            grpc_port=ports[1],
+            metrics_port=ports[2],
+            runtime_dir=runtime_dir,
+            models=models,
+            **options,
+        )
+    )
+    try:
+        return server.start(timeout=240, progress=None)
+    except BaseException:
+        server.stop()
+        raise
 
 
-def texts_input(module: Any, values: list[str | bytes]) -> Any:
-    """The embedder's ``text`` for one request: wire shape [1, N] (the model batches requests)."""
-    arr = np.array([[v.encode() if isinstance(v, str) else v for v in values]], dtype=np.object_)
-    tensor = module.InferInput(c.TEXT, list(arr.shape), "BYTES")
-    tensor.set_data_from_numpy(arr)
-    return tensor
-
-
-def array_input(module: Any, name: str, arr: np.ndarray, dtype: str) -> Any:
-    tensor = module.InferInput(name, list(arr.shape), dtype)
-    tensor.set_data_from_numpy(arr)
-    return tensor
+def tensor(module: Any, model: c.ModelContract, name: str, value: Any) -> Any:
+    """One ``InferInput`` of ``model``'s input ``name``, its dtype and shape from the contract."""
+    return model.infer_inputs(module, {name: value})[0]
 
 
 @dataclass
@@ -67,7 +74,7 @@ class GrpcStream:
         self.client.async_stream_infer(
             model,
             inputs,
-            outputs=[grpcclient.InferRequestedOutput(o) for o in outputs],
+            outputs=[grpcclient.InferRequestedOutput(name) for name in outputs],
             request_id=request_id,
             enable_empty_final_response=True,
         )
@@ -110,6 +117,16 @@ def metric_value(metrics_url: str, name: str, labels: str = "") -> float:
     return total
 
 
+def metric_after_change(metrics_url: str, name: str, before: float, timeout: float = 30) -> float:
+    """The metric's value once it has moved from ``before`` (an event: e.g. a generation ended)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = metric_value(metrics_url, name)
+        if value != before or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
 def generate_stream_sse(http_url: str, model: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
     """Triton's HTTP ``generate_stream`` endpoint (the only HTTP route to a decoupled model)."""
     req = urllib.request.Request(
@@ -127,4 +144,12 @@ def generate_stream_sse(http_url: str, model: str, payload: dict[str, Any]) -> l
     return events
 
 
-__all__ = ["GrpcStream", "InferenceServerException", "array_input", "bytes_input", "http_client", "metric_value"]
+__all__ = [
+    "GrpcStream",
+    "InferenceServerException",
+    "http_client",
+    "metric_after_change",
+    "metric_value",
+    "own_server",
+    "tensor",
+]

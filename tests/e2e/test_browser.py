@@ -6,13 +6,13 @@ import wave
 from pathlib import Path
 
 import pytest
+from conftest import USERS_DOC
 from orchestrator_helpers import LiveServer, make_settings
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-USERS_DOC = Path("/usr/share/doc/base-passwd/users-and-groups.html")
 CHROMIUM_FLAGS = [
     "--no-sandbox",
     "--disable-gpu",

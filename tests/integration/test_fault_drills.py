@@ -20,8 +20,10 @@ from typing import Any
 
 import pytest
 from orchestrator_helpers import LiveServer, TurnLog, VoiceClient, make_settings
+from triton_helpers import own_server
 
-from voicebot.serving.launcher import RUNTIME_DIR, ServerOptions, TritonServer, free_port
+from voicebot import contract as c
+from voicebot.serving.launcher import RUNTIME_DIR, TritonServer
 from voicebot.serving.supervisor import Supervisor, model_stubs
 
 pytestmark = pytest.mark.integration
@@ -32,23 +34,14 @@ RECOVERY_BOUND_S = 60.0
 
 
 def drill_server(models: list[str]) -> TritonServer:
-    """A started server of its own with just ``models``, on free ports."""
-    ports = [free_port() for _ in range(3)]
-    server = TritonServer(
-        ServerOptions(
-            http_port=ports[0],
-            grpc_port=ports[1],
-            metrics_port=ports[2],
-            models=models,
-            runtime_dir=RUNTIME_DIR / "drills",
-        )
-    )
-    return server.start(timeout=240, progress=None)
+    """A started server of its own with just ``models``."""
+    return own_server(RUNTIME_DIR / "drills", models)
 
 
 @pytest.fixture
 def drill_triton() -> Iterator[TritonServer]:
-    server = drill_server(["embedder", "llm"])
+    # Typed turns: retrieval (embedder), then the one answer path (voice_answer, which calls llm).
+    server = drill_server([c.EMBEDDER.name, c.LLM.name, c.VOICE_ANSWER.name])
     try:
         yield server
     finally:
@@ -79,7 +72,7 @@ def served_ready(live: LiveServer) -> bool:
     """/readyz's view of the two models this server has (it is 503 anyway: the others are absent)."""
     status, body = readyz(live)
     assert status in (200, 503), body
-    return bool(body["models"]["embedder"] and body["models"]["llm"])
+    return all(body["models"][m.name] for m in (c.EMBEDDER, c.LLM, c.VOICE_ANSWER))
 
 
 def kill_stub(server: TritonServer, model: str) -> int:
@@ -99,7 +92,7 @@ async def turn_with_the_llm_killed(client: VoiceClient, server: TritonServer) ->
     """Ask, kill the llm's stub once the turn has its passages (it is waiting for the llm), expect an error."""
     await client.send(QUESTION)
     await client.until("citations")
-    kill_stub(server, "llm")
+    kill_stub(server, c.LLM.name)
     killed = time.monotonic()
     log = await client.until("done", "error", timeout=STALL_S + 30)
     assert log.types()[-1] == "error"
@@ -122,7 +115,7 @@ async def turn_until_it_succeeds(client: VoiceClient, bound_s: float) -> tuple[f
 def test_model_process_killed_mid_turn(drill_triton: TritonServer, orchestrator: LiveServer) -> None:
     supervisor = Supervisor(drill_triton, interval_s=0.5, progress=None)
     supervisor.take_baseline()
-    assert {s.model for s in supervisor._stubs.values()} == {"embedder", "llm"}
+    assert {s.model for s in supervisor._stubs.values()} == {c.EMBEDDER.name, c.LLM.name, c.VOICE_ANSWER.name}
 
     async def drill() -> None:
         client = await VoiceClient.connect(orchestrator.ws_url)
@@ -140,7 +133,7 @@ def test_model_process_killed_mid_turn(drill_triton: TritonServer, orchestrator:
 
             # 3. The supervisor sees the dead process and restarts the server; the same
             #    session's next turn succeeds.
-            assert supervisor.problem() is not None and "llm" in supervisor.problem()
+            assert supervisor.problem() is not None and c.LLM.name in supervisor.problem()
             assert await asyncio.to_thread(supervisor.check)
             took, _ = await turn_until_it_succeeds(client, RECOVERY_BOUND_S)
             print(f"\n[drill] stub killed: turn succeeded {took:.1f} s after the restart")
@@ -211,35 +204,33 @@ def test_dead_pipeline_process_does_not_wedge_the_llm() -> None:
     """
     import numpy as np
     import tritonclient.grpc as grpcclient
-    from triton_helpers import GrpcStream, array_input, bytes_input
+    from triton_helpers import GrpcStream, tensor
 
-    from voicebot import contract as c
-
-    server = drill_server(["llm", "tts", "voice_answer"])
+    server = drill_server([c.LLM.name, c.TTS.name, c.VOICE_ANSWER.name])
     try:
         endless = json.dumps({"max_tokens": 1500, "stop": [], "ignore_eos": True})
         answer = GrpcStream(server.grpc_url)
         answer.send(
             c.VOICE_ANSWER.name,
             [
-                bytes_input(grpcclient, c.QUESTION, ["Tell me about Paris."]),
-                bytes_input(grpcclient, c.PASSAGES, ["[]"]),
-                bytes_input(grpcclient, c.SAMPLING_PARAMETERS, [endless]),
+                tensor(grpcclient, c.VOICE_ANSWER, c.QUESTION, "Tell me about Paris."),
+                tensor(grpcclient, c.VOICE_ANSWER, c.PASSAGES, "[]"),
+                tensor(grpcclient, c.LLM, c.SAMPLING_PARAMETERS, endless),
             ],
             [c.TEXT_OUTPUT],
         )
         _result, error = answer.next(timeout=120)
         assert error is None
-        kill_stub(server, "voice_answer")
+        kill_stub(server, c.VOICE_ANSWER.name)
         killed = time.monotonic()
 
         # 1500 tokens would take the llm ~45 s here; a short request must not wait for them.
         llm = GrpcStream(server.grpc_url)
         try:
             inputs = [
-                bytes_input(grpcclient, c.TEXT_INPUT, ["The capital of France is"]),
-                bytes_input(grpcclient, c.SAMPLING_PARAMETERS, [json.dumps({"max_tokens": 4})]),
-                array_input(grpcclient, c.STREAM, np.array([True]), "BOOL"),
+                tensor(grpcclient, c.LLM, c.TEXT_INPUT, "The capital of France is"),
+                tensor(grpcclient, c.LLM, c.SAMPLING_PARAMETERS, json.dumps({"max_tokens": 4})),
+                tensor(grpcclient, c.LLM, c.STREAM, np.array([True])),
             ]
             got = llm.collect(c.LLM.name, inputs, [c.TEXT_OUTPUT], timeout=60)
         finally:

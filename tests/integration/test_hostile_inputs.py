@@ -14,7 +14,6 @@ import json
 import socket
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,14 +22,15 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import websockets
-from orchestrator_helpers import LiveServer, VoiceClient, free_port, make_settings
-from triton_helpers import GrpcStream, InferenceServerException, bytes_input
+from hostile_files import html_nested, pdf_bomb
+from orchestrator_helpers import LiveServer, VoiceClient, make_settings
+from triton_helpers import GrpcStream, InferenceServerException, own_server
 
 from rag_index import ParsedDocument, Section
 from voicebot import contract as c
 from voicebot.access import authorize
 from voicebot.contract import ErrorCode
-from voicebot.serving.launcher import RUNTIME_DIR, ServerOptions, TritonServer
+from voicebot.serving.launcher import RUNTIME_DIR, TritonServer
 
 pytestmark = pytest.mark.integration
 
@@ -42,20 +42,9 @@ DOCS = sorted(p for p in DATA.iterdir() if p.suffix in (".md", ".txt"))
 
 @pytest.fixture(scope="module")
 def guarded_triton():
-    ports = [free_port() for _ in range(3)]
-    server = TritonServer(
-        ServerOptions(
-            http_port=ports[0],
-            grpc_port=ports[1],
-            metrics_port=ports[2],
-            runtime_dir=RUNTIME_DIR / "hostile",
-            api_token=TOKEN,
-        )
-    )
     try:
-        server.start(timeout=240, progress=None)
+        server = own_server(RUNTIME_DIR / "hostile", api_token=TOKEN)
     except Exception as exc:
-        server.stop()
         pytest.fail(f"tritonserver did not start: {exc}")
     yield server
     server.stop()
@@ -353,39 +342,11 @@ def test_slow_clients_are_cut_off(server):
     assert request(server, "GET", "/v1/documents")[0] == 200
 
 
-def pdf_with_page(content: bytes) -> bytes:
-    """A one-page PDF whose page content stream is ``content``, Flate-compressed."""
-    stream = zlib.compress(content, 9)
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-        b"/Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out = b"%PDF-1.4\n"
-    offsets = []
-    for n, obj in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % n + obj + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return out
-
-
-def html_nested(tag: str, depth: int) -> bytes:
-    inner = "<p>Deep inside the nesting the lamp charges in three hours.</p>"
-    return f"<html><body>{f'<{tag}>' * depth}{inner}{f'</{tag}>' * depth}</body></html>".encode()
-
-
 UPLOAD_ATTACKS: list[tuple[str, str, Callable[[], bytes], int, str]] = [
     (
         "PDF whose page inflates to 80 MiB",
         "bomb.pdf",
-        lambda: pdf_with_page(b"BT /F1 12 Tf 72 720 Td (bomb) Tj ET\n" + b" " * (80 << 20)),
+        lambda: pdf_bomb(80 << 20),
         413,
         "too_large",
     ),
@@ -536,16 +497,15 @@ TRITON_ATTACKS: list[tuple[str, str, dict[str, bytes], str]] = [
 def test_triton_model_attack_is_invalid_arg_and_the_model_serves_on(guarded_triton, name, model, inputs, message):
     stream = GrpcStream(guarded_triton.grpc_url, token=TOKEN)
     try:
-        tensors = [bytes_input(grpcclient, key, [value]) for key, value in inputs.items()]
+        tensors = c.MODELS_BY_NAME[model].infer_inputs(grpcclient, inputs)
         with pytest.raises(InferenceServerException) as info:
             stream.collect(model, tensors, [c.TEXT_OUTPUT], timeout=60)
         text = str(info.value)  # a stream's error carries its message, not its status
         assert message in text and "internal error" not in text, text
         sampling = b'{"max_tokens": 4, "temperature": 0}'
-        valid = [
-            bytes_input(grpcclient, c.TEXT_INPUT, [b"Question: What is two plus two?\nAnswer:"]),
-            bytes_input(grpcclient, c.SAMPLING_PARAMETERS, [sampling]),
-        ]
+        valid = c.LLM.infer_inputs(
+            grpcclient, {c.TEXT_INPUT: "Question: What is two plus two?\nAnswer:", c.SAMPLING_PARAMETERS: sampling}
+        )
         assert stream.collect(c.LLM.name, valid, [c.TEXT_OUTPUT], timeout=60)
     finally:
         stream.close()
@@ -557,19 +517,18 @@ def test_triton_http_with_a_truncated_body_keeps_serving(guarded_triton):
     # to: a specific message, no crash, the next request served.
     conn = http.client.HTTPConnection(*guarded_triton.http_url.split(":"), timeout=30)
     headers = {"voicebot-token": TOKEN, "Content-Type": "application/json"}
-    body = json.dumps({"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": ["hi"]}]})
+    text = c.EMBEDDER.input(c.TEXT)
+    body = json.dumps({"inputs": [{"name": text.name, "shape": [1, 1], "datatype": text.dtype, "data": ["hi"]}]})
     try:
-        conn.request("POST", "/v2/models/embedder/infer", body[:-12], headers)
+        conn.request("POST", f"/v2/models/{c.EMBEDDER.name}/infer", body[:-12], headers)
         resp = conn.getresponse()
         assert resp.status in (400, 500) and b"failed to parse the request JSON" in resp.read()
     finally:
         conn.close()
     client = grpc_client(guarded_triton)
     try:
-        data = np.array([[b"still serving"]], dtype=np.object_)
-        tensor = grpcclient.InferInput(c.TEXT, list(data.shape), "BYTES")
-        tensor.set_data_from_numpy(data)
-        assert client.infer(c.EMBEDDER.name, [tensor]).as_numpy(c.EMBEDDING).shape == (1, 1, c.EMBEDDING_DIM)
+        inputs = c.EMBEDDER.infer_inputs(grpcclient, {c.TEXT: ["still serving"]})
+        assert client.infer(c.EMBEDDER.name, inputs).as_numpy(c.EMBEDDING).shape == (1, 1, c.EMBEDDING_DIM)
     finally:
         client.close()
 

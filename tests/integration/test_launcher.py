@@ -7,6 +7,7 @@ import pytest
 import tritonclient.http as httpclient
 from orchestrator_helpers import free_port
 
+from voicebot import contract as c
 from voicebot.serving.launcher import LaunchError, ServerOptions, TritonServer
 from voicebot.serving.repository import ModelDeploy
 
@@ -20,14 +21,14 @@ def options(tmp_path: Path, **kw) -> ServerOptions:
 
 def test_override_instances_stop_cleanly_and_remove_shm(tmp_path):
     server = TritonServer(
-        options(tmp_path, models=["audio_decode"], overrides={"audio_decode": ModelDeploy("KIND_CPU", 2)})
+        options(tmp_path, models=[c.AUDIO_DECODE.name], overrides={c.AUDIO_DECODE.name: ModelDeploy("KIND_CPU", 2)})
     )
     with server:
         server.start(timeout=60, progress=None)
         client = httpclient.InferenceServerClient(server.http_url)
-        config = client.get_model_config("audio_decode")
+        config = client.get_model_config(c.AUDIO_DECODE.name)
         assert config["instance_group"][0]["count"] == 2 and config["instance_group"][0]["kind"] == "KIND_CPU"
-        assert not client.is_model_ready("llm")  # only the requested subset is served
+        assert not client.is_model_ready(c.LLM.name)  # only the requested subset is served
         regions = list(Path("/dev/shm").glob(f"{server._shm_prefix}*"))
         assert regions, "the Python backend should hold shared-memory regions under our prefix"
         process = server.process
@@ -42,7 +43,7 @@ def test_a_server_that_cannot_start_is_a_clear_error(tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        opts = options(tmp_path, models=["audio_decode"])
+        opts = options(tmp_path, models=[c.AUDIO_DECODE.name])
         opts.http_port = busy.getsockname()[1]
         server = TritonServer(opts)
         with pytest.raises(LaunchError, match="exited"):
@@ -77,27 +78,24 @@ CLIENT_CALLS = [
 
 
 def test_triton_is_closed_by_default_and_wants_the_token_once_one_is_set(tmp_path):
-    import numpy as np
     import tritonclient.grpc as grpcclient
     from audio_files import encode, tone
     from tritonclient.utils import InferenceServerException
 
-    from voicebot import contract as c
     from voicebot.access import GRPC_TOKEN_HEADER, HTTP_TOKEN_HEADER, authorize
 
-    wav = np.array([encode(tone(0.5), 16000, "wav")], dtype=np.object_)
+    wav = encode(tone(0.5), 16000, "wav")
 
     def grpc_decode(url: str, token: str | None) -> None:
         client = authorize(grpcclient.InferenceServerClient(url), token, "grpc")
-        tensor = grpcclient.InferInput(c.AUDIO_BYTES, [1], "BYTES")
-        tensor.set_data_from_numpy(wav)
+        inputs = c.AUDIO_DECODE.infer_inputs(grpcclient, {c.AUDIO_BYTES: wav})
         try:
-            assert client.infer(c.AUDIO_DECODE.name, [tensor]).as_numpy(c.AUDIO).size > 0
+            assert client.infer(c.AUDIO_DECODE.name, inputs).as_numpy(c.AUDIO).size > 0
         finally:
             client.close()
 
     # No token: what nothing here needs is closed (the key is random per start), the rest open.
-    server = TritonServer(options(tmp_path / "open", models=["audio_decode"]))
+    server = TritonServer(options(tmp_path / "open", models=[c.AUDIO_DECODE.name]))
     with server:
         server.start(timeout=60, progress=None)
         base = f"http://{server.http_url}"
@@ -110,7 +108,7 @@ def test_triton_is_closed_by_default_and_wants_the_token_once_one_is_set(tmp_pat
         grpc_decode(server.grpc_url, None)
 
     token = "launcher-test-token"
-    server = TritonServer(options(tmp_path / "token", models=["audio_decode"], api_token=token))
+    server = TritonServer(options(tmp_path / "token", models=[c.AUDIO_DECODE.name], api_token=token))
     with server:
         server.start(timeout=60, progress=None)
         base = f"http://{server.http_url}"

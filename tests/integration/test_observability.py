@@ -17,6 +17,7 @@ import pytest
 import yaml
 from orchestrator_helpers import LiveServer, VoiceClient, free_port, make_settings
 
+from voicebot import contract as c
 from voicebot.contract import MODEL_NAMES
 
 pytestmark = pytest.mark.integration
@@ -153,7 +154,8 @@ def test_a_real_prometheus_scrapes_the_stack(triton, tmp_path):
                 ),
             )
         eventually(
-            "Triton's llm success counter", lambda: bool(samples('nv_inference_request_success{model="llm"} > 0'))
+            "Triton's llm success counter",
+            lambda: bool(samples(f'nv_inference_request_success{{model="{c.LLM.name}"}} > 0')),
         )
         ready = samples("voicebot_model_ready")
         assert {r["metric"]["model"] for r in ready if r["value"][1] == "1"} == set(MODEL_NAMES)

@@ -1,39 +1,18 @@
 """Parsers that a hostile file cannot turn against the server: linear, bounded, the client's error."""
 
 import time
-import zlib
 
 import numpy as np
 import pytest
+from hostile_files import pdf_bomb
 
 from rag_index.documents import MAX_BLOCK_DEPTH, UnsupportedDocument, decode_text, parse_document
 from rag_index.isolation import BoundedParser
 from voicebot.contract import ErrorCode
 
 
-def one_page_pdf(content: bytes) -> bytes:
-    stream = zlib.compress(content, 9)
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-        b"/Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out, offsets = b"%PDF-1.4\n", []
-    for n, obj in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % n + obj + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1) + b"".join(
-        b"%010d 00000 n \n" % o for o in offsets
-    )
-    return out + b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-
-
 def test_a_pdf_that_inflates_past_the_cap_is_too_large():
-    bomb = one_page_pdf(b"BT /F1 12 Tf 72 720 Td (bomb) Tj ET\n" + b" " * (80 << 20))
+    bomb = pdf_bomb(80 << 20)
     assert len(bomb) < 200_000
     with pytest.raises(UnsupportedDocument) as info:
         parse_document("bomb.pdf", bomb)

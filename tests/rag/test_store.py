@@ -1,4 +1,5 @@
 import hashlib
+import itertools
 import os
 import signal
 import sqlite3
@@ -98,25 +99,24 @@ def test_failed_embedding_commits_nothing(index):
     assert index.documents() == [] and index.chunk_count() == 0
 
 
-def real_documents() -> list[Path]:
-    """Real documents every Debian machine has (dpkg's specs, base-passwd's HTML)."""
-    docs = sorted(Path("/usr/share/doc/dpkg/spec").glob("*.txt"))
-    docs.append(Path("/usr/share/doc/base-passwd/users-and-groups.html"))
-    docs = [d for d in docs if d.is_file()]
-    if len(docs) < 3:
-        pytest.fail("expected dpkg and base-passwd documentation under /usr/share/doc")
-    return docs
+def document_words() -> list[str]:
+    """The vocabulary of the documents in tests/data, for generated files of real words."""
+    from conftest import DATA_DIR
+
+    return " ".join(p.read_text() for p in sorted(DATA_DIR.iterdir()) if p.suffix in (".txt", ".md")).split()
 
 
 @pytest.mark.slow
 def test_kill_during_ingest_keeps_every_committed_document(tmp_path):
     src = tmp_path / "docs"
     src.mkdir()
-    words = " ".join(p.read_text(errors="replace") for p in real_documents()).split()
-    for n in range(40):  # 40 distinct real-text files
-        (src / f"part{n:02d}.txt").write_text(" ".join(words[n * 300 : n * 300 + 900]) or f"tail {n}")
+    words = document_words()
+    rng = np.random.default_rng(5)
+    for n in range(40):  # 40 distinct files of 900 real words each
+        (src / f"part{n:02d}.txt").write_text(" ".join(rng.choice(words, 900)))
     index_dir = tmp_path / "idx"
-    cmd = [sys.executable, "-m", "rag_index", "--index", str(index_dir), "--embedder", "local", "ingest", str(src)]
+    rag_index_cli = Path(sys.executable).parent / "rag-index"  # the console script, as the README has it
+    cmd = [str(rag_index_cli), "--index", str(index_dir), "--embedder", "local", "ingest", str(src)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     db = index_dir / "meta.sqlite"
     deadline = time.monotonic() + 120
@@ -148,3 +148,23 @@ def test_kill_during_ingest_keeps_every_committed_document(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("already indexed") >= len(docs)
     assert len(DocumentIndex(index_dir).documents()) == 40
+
+
+def test_gpu_search_asked_for_on_a_cpu_only_host_falls_back_with_a_warning(tmp_path, caplog):
+    import faiss
+
+    if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        pytest.fail("this test describes a CPU-only host; on a GPU host the index must move to the GPU")
+    with caplog.at_level("WARNING", logger="voicebot.index"):
+        idx = DocumentIndex(tmp_path / "idx", BagOfWordsEmbedder(), use_gpu=True)
+        doc, _ = idx.add("lamp.txt", b"The lamp charges in three hours with the supplied adapter.")
+        assert idx.search("lamp charges", k=1)[0].document_id == doc.id
+        idx.close()
+    assert "searching on the CPU" in caplog.text
+
+
+def test_ingest_reports_embedding_progress_per_chunk(index):
+    seen = []
+    words = " ".join(f"word{i}." for i in range(3000))
+    index.add("long.txt", words.encode(), progress=lambda done, total: seen.append((done, total)))
+    assert seen and seen[-1][0] == seen[-1][1] and all(a <= b for (a, _), (b, _) in itertools.pairwise(seen))

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from audio_files import FORMATS, encode, tone
 
+from voicebot import contract as c
 from voicebot.engines.audio import AudioError, decode_audio_bytes, validate_pcm
 
 
@@ -40,7 +41,7 @@ def test_validate_pcm():
         (np.full(10, 3000.0, np.float32), "in \\[-1, 1\\]"),
         (np.zeros(16000 * 3, np.float32), "over the 2 s limit"),
         (np.zeros((4, 4), np.float32), "one-dimensional"),
-        (np.zeros(10, np.float64), "FP32"),
+        (np.zeros(10, np.float64), f"must be {c.WHISPER_STT.input(c.AUDIO).dtype}"),
     ]:
         with pytest.raises(AudioError, match=message):
             validate_pcm(bad, 2)

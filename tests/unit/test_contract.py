@@ -7,6 +7,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from voicebot import contract
+from voicebot import contract as c
 
 REPO = Path(__file__).resolve().parents[2] / "model_repository"
 
@@ -42,14 +43,14 @@ def test_config_matches_contract(model):
 
 
 def test_ensemble_wires_decode_into_whisper():
-    steps = load("transcribe").ensemble_scheduling.step
+    steps = load(c.TRANSCRIBE.name).ensemble_scheduling.step
     assert [s.model_name for s in steps] == [contract.AUDIO_DECODE.name, contract.WHISPER_STT.name]
     assert steps[0].output_map[contract.AUDIO] == steps[1].input_map[contract.AUDIO]
 
 
 def test_llm_matches_triton_vllm_backend_io():
     # The names and types Triton's vLLM backend documents; clients of it must work unchanged.
-    config = load("llm")
+    config = load(c.LLM.name)
     assert {(t.name, dtype_name(t.data_type)) for t in config.input} == {
         ("text_input", "TYPE_STRING"),
         ("stream", "TYPE_BOOL"),
@@ -76,3 +77,30 @@ def test_the_readme_error_table_names_every_error_code_and_no_other():
         for code in re.findall(r"`([a-z_]+)`", row.split("|")[1])
     }
     assert listed == {code.value for code in ErrorCode}
+
+
+def test_no_wire_name_or_dtype_is_spelled_outside_the_contract():
+    import re
+    import subprocess
+    from pathlib import Path
+
+    from voicebot import contract as c
+
+    root = Path(__file__).resolve().parents[2]
+    files = subprocess.run(["git", "ls-files", "*.py"], cwd=root, capture_output=True, text=True, check=True)
+    # Names that are only ever wire names (the short ones, "text" or "audio", are also event fields).
+    shared = {c.SAMPLE_RATE}  # also a field of the WebSocket's start and audio events
+    distinctive = {
+        t.name for m in c.MODELS for t in (*m.inputs, *m.outputs) if ("_" in t.name or t.name.endswith("s"))
+    } - shared
+    quoted = "|".join(sorted({*distinctive, *c.MODEL_NAMES, "BYTES", "FP32", "FP16", "INT16", "INT32", "BOOL"}))
+    literal = re.compile(rf"""(?<![\w{{=])(["'])({quoted})\1(?!\s*:\s*\{{)|InferInput\(""")
+    offenders = []
+    for name in files.stdout.split():
+        # The contract; this file, which checks the configs against it; a repro with models of its own.
+        if name in ("voicebot/contract.py", "tests/unit/test_contract.py") or name.startswith("triton/bls_repro/"):
+            continue
+        for n, line in enumerate((root / name).read_text().splitlines(), start=1):
+            if literal.search(line) and "test_no_wire_name" not in line:
+                offenders.append(f"{name}:{n}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)

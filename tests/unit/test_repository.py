@@ -4,6 +4,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from voicebot import contract as c
 from voicebot.engines.stt import WhisperSettings
 from voicebot.serving.config import ConfigError, param, read_sidecar, to_dataclass
 from voicebot.serving.repository import MODEL_REPOSITORY, ModelDeploy, load_profile, parse_instance_override, render
@@ -15,15 +16,15 @@ def parse(path):
 
 def test_gpu_profile_renders_gpu_instances_and_vllm_sidecar(tmp_path):
     names = render(tmp_path / "repo", load_profile("gpu"))
-    assert "voice_answer" in names and "transcribe" in names
-    whisper = parse(tmp_path / "repo" / "whisper_stt" / "config.pbtxt")
+    assert c.VOICE_ANSWER.name in names and c.TRANSCRIBE.name in names
+    whisper = parse(tmp_path / "repo" / c.WHISPER_STT.name / "config.pbtxt")
     assert [(g.count, model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind)) for g in whisper.instance_group] == [
         (1, "KIND_GPU")
     ]
-    sidecar = json.loads((tmp_path / "repo" / "llm" / "1" / "model.json").read_text())
+    sidecar = json.loads((tmp_path / "repo" / c.LLM.name / "1" / "model.json").read_text())
     assert sidecar["engine"] == "vllm" and sidecar["engine_args"]["enable_prefix_caching"] is True
     # The source repository is untouched: deployment never edits code or configs.
-    assert "KIND_GPU" not in (MODEL_REPOSITORY / "whisper_stt" / "config.pbtxt").read_text()
+    assert "KIND_GPU" not in (MODEL_REPOSITORY / c.WHISPER_STT.name / "config.pbtxt").read_text()
 
 
 def test_cpu_profile_keeps_configs_parseable(tmp_path):
@@ -33,15 +34,15 @@ def test_cpu_profile_keeps_configs_parseable(tmp_path):
 
 
 def test_override_counts(tmp_path):
-    render(tmp_path / "repo", {"tts": ModelDeploy(kind="KIND_CPU", count=3)})
-    assert parse(tmp_path / "repo" / "tts" / "config.pbtxt").instance_group[0].count == 3
+    render(tmp_path / "repo", {c.TTS.name: ModelDeploy(kind="KIND_CPU", count=3)})
+    assert parse(tmp_path / "repo" / c.TTS.name / "config.pbtxt").instance_group[0].count == 3
 
 
 def test_bad_profiles_are_named(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_profile("nope")
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"models": {"tts": {"kind": "KIND_TPU"}}}))
+    bad.write_text(json.dumps({"models": {c.TTS.name: {"kind": "KIND_TPU"}}}))
     with pytest.raises(ConfigError, match="kind must be"):
         load_profile(str(bad))
     with pytest.raises(ConfigError, match="no such models: nomodel"):
@@ -49,12 +50,12 @@ def test_bad_profiles_are_named(tmp_path):
 
 
 def test_instance_override_parsing():
-    assert parse_instance_override("whisper_stt=KIND_GPU:2") == ("whisper_stt", "KIND_GPU", 2)
-    assert parse_instance_override("tts=3") == ("tts", None, 3)
+    assert parse_instance_override(f"{c.WHISPER_STT.name}=KIND_GPU:2") == (c.WHISPER_STT.name, "KIND_GPU", 2)
+    assert parse_instance_override(f"{c.TTS.name}=3") == (c.TTS.name, None, 3)
     with pytest.raises(ConfigError):
-        parse_instance_override("tts")
+        parse_instance_override(c.TTS.name)
     with pytest.raises(ConfigError):
-        parse_instance_override("tts=fast")
+        parse_instance_override(f"{c.TTS.name}=fast")
 
 
 def test_typed_config_helpers(tmp_path):

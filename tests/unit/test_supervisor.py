@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from voicebot import contract as c
 from voicebot.serving.launcher import LaunchError
 from voicebot.serving.supervisor import Supervisor, model_stubs
 
@@ -27,7 +28,7 @@ def test_model_stubs_finds_the_servers_live_stubs_only(tmp_path: Path) -> None:
     fake_process(tmp_path, 14, "triton_python_b", "S", 99, [stub, "/other/model_repository-2/llm/1/model.py"])
     fake_process(tmp_path, 15, "odd) name (x", "S", 10, ["python"])  # a comm with parentheses
     stubs = model_stubs(10, proc=tmp_path)
-    assert {pid: s.model for pid, s in stubs.items()} == {11: "llm", 12: "tts"}
+    assert {pid: s.model for pid, s in stubs.items()} == {11: c.LLM.name, 12: c.TTS.name}
 
 
 class StandIn:
