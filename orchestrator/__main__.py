@@ -14,12 +14,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--with-triton", action="store_true", help="start the embedded tritonserver first (make run)")
     parser.add_argument("--host", default=None, help="bind address (VOICEBOT_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (VOICEBOT_PORT, default 8080)")
+    parser.add_argument(
+        "--profile", default="cpu", help="with --with-triton: deployment profile (triton/profiles/<name>.json)"
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
 
     import uvicorn
     from pydantic import ValidationError
 
+    from voicebot.serving.config import ConfigError
     from voicebot.serving.launcher import LaunchError, ServerOptions, TritonServer
     from voicebot.serving.supervisor import Supervisor
 
@@ -39,13 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     watcher = None
     try:
         if args.with_triton:
-            server = TritonServer(ServerOptions(api_token=settings.api_token))
+            server = TritonServer(ServerOptions(profile=args.profile, api_token=settings.api_token))
             server.start()
             # Restarts the server if it or a model process dies; the orchestrator reconnects by itself.
             watcher = Supervisor(server).start_thread(stop_watching)
         print(f"[orchestrator] http://{settings.host}:{settings.port}/  (WebSocket /v1/voice)", file=sys.stderr)
         uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
-    except LaunchError as exc:
+    except (LaunchError, ConfigError) as exc:
         print(f"[triton] error: {exc}", file=sys.stderr)
         return 1
     finally:

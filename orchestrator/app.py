@@ -96,7 +96,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         embedder = TritonEmbedder(settings.triton_http_url, api_token=settings.api_token)
-        index = await asyncio.to_thread(DocumentIndex, settings.index_dir, embedder)
+        index = await asyncio.to_thread(DocumentIndex, settings.index_dir, embedder, settings.index_gpu)
         triton = TritonServices(
             settings.triton_grpc_url,
             index,

@@ -19,6 +19,8 @@ class Settings(BaseSettings):
     triton_grpc_url: str = "127.0.0.1:8001"
     triton_http_url: str = "127.0.0.1:8000"
     index_dir: Path = Field(default_factory=default_index_dir)
+    # FAISS on GPU 0 when faiss-gpu (the gpu extra) and a GPU are there; the CPU otherwise.
+    index_gpu: bool = False
     webapp_dir: Path = Path(__file__).resolve().parents[1] / "webapp" / "dist"
     api_token: str | None = None
     cors_origins: list[str] = Field(default_factory=list)

@@ -1,4 +1,4 @@
-"""``python -m rag_index``: ingest, list, delete and search documents from the command line."""
+"""``rag-index`` (``.venv/bin/rag-index``): ingest, list, delete and search documents from the command line."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-
-import voicebot  # noqa: F401  (before torch: keeps the checkout's triton/ folder off sys.path)
 
 from .documents import SUPPORTED, UnsupportedDocument
 from .embedders import make_embedder
@@ -28,7 +26,7 @@ def _files(paths: list[Path]) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rag_index", description=__doc__)
+    parser = argparse.ArgumentParser(prog="rag-index", description=__doc__)
     parser.add_argument("--index", type=Path, default=None, help=f"index directory (default {default_index_dir()})")
     parser.add_argument(
         "--embedder",
@@ -88,8 +86,12 @@ def _ingest(index: DocumentIndex, files: list[Path]) -> int:
     with tqdm(total=len(files), unit="file", desc="ingest", file=sys.stderr) as bar:
         for path in files:
             bar.set_postfix_str(path.name[:40])
+
+            def chunks_done(done: int, total: int, name: str = path.name[:40]) -> None:
+                bar.set_postfix_str(f"{name} ({done}/{total} chunks embedded)")
+
             try:
-                info, created = index.add(path.name, path.read_bytes())
+                info, created = index.add(path.name, path.read_bytes(), progress=chunks_done)
             except (UnsupportedDocument, OSError) as exc:
                 failures += 1
                 tqdm.write(f"skipped {path}: {exc}", file=sys.stderr)

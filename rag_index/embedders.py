@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,17 +55,31 @@ class TritonEmbedder:
             client.close()
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        data = np.array([[t.encode("utf-8") for t in texts]], dtype=np.object_)  # [1, N]: one request
-        tensor = self._http.InferInput(c.TEXT, list(data.shape), "BYTES")
-        tensor.set_data_from_numpy(data)
-        result = self._client.infer(c.EMBEDDER.name, [tensor])
+        result = self._client.infer(c.EMBEDDER.name, c.EMBEDDER.infer_inputs(self._http, {c.TEXT: texts}))
         return np.asarray(result.as_numpy(c.EMBEDDING)[0], dtype=np.float32)
+
+
+def _check_no_shadowed_triton() -> None:
+    """torch (through transformers) imports the GPU compiler package ``triton`` when it finds
+    one; with the project root on sys.path (``python -m`` from the checkout) the top-level
+    ``triton/`` folder passes for it and the import fails deep inside transformers."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("triton")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    checkout = Path(__file__).resolve().parents[1] / "triton"
+    if spec is not None and spec.origin is None and any(Path(p).resolve() == checkout for p in locations):
+        raise RuntimeError(
+            "the checkout's triton/ folder shadows the package torch imports: run the console script "
+            "(.venv/bin/rag-index) or run from another directory instead of `python -m` in the project root"
+        )
 
 
 class LocalEmbedder:
     """The same MiniLM model in this process (no server needed)."""
 
     def __init__(self, threads: int = 2) -> None:
+        _check_no_shadowed_triton()
         from voicebot.engines.embed import EmbedderSettings, SentenceEmbedder
         from voicebot.weights import minilm_dir
 

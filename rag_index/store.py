@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import sqlite3
 import threading
@@ -31,6 +32,7 @@ from .documents import ParsedDocument, parse_document
 
 Parser = Callable[[str, bytes], ParsedDocument]
 
+log = logging.getLogger("voicebot.index")
 HNSW_THRESHOLD = 20_000  # below this many chunks exact search is fast enough (and exact)
 EMBED_BATCH = 32
 
@@ -86,6 +88,12 @@ class SearchHit:
     score: float
 
 
+def _no_gpu_reason(faiss: Any) -> str:
+    if not hasattr(faiss, "StandardGpuResources"):
+        return "this faiss has no GPU support (install the gpu extra: faiss-gpu)"
+    return "no GPU is visible"
+
+
 def default_index_dir() -> Path:
     """``$VOICEBOT_INDEX_DIR``, else ``~/.local/share/voicebot/index`` (shared by the CLI and the server)."""
     env = os.environ.get("VOICEBOT_INDEX_DIR")
@@ -118,6 +126,7 @@ class DocumentIndex:
         self._db.executescript(_SCHEMA)
         self._faiss: Any = None
         self._on_gpu = False
+        self._warned_no_gpu = False
         self._generation = -1
         with self._lock:
             self._refresh()
@@ -331,11 +340,15 @@ class DocumentIndex:
         return self._to_device(index)
 
     def _to_device(self, index: Any) -> Any:
+        """The index on GPU 0 when asked for and possible (``faiss-gpu`` and a GPU), else as it is."""
         if not self.use_gpu:
             return index
         import faiss
 
         if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+            if not self._warned_no_gpu:
+                log.warning("FAISS on GPU was asked for, but %s: searching on the CPU", _no_gpu_reason(faiss))
+                self._warned_no_gpu = True
             return index
         self._gpu_resources = faiss.StandardGpuResources()
         self._on_gpu = True

@@ -2,7 +2,7 @@
 
 Triton switches live in ``config.pbtxt`` ``parameters`` (strings on the wire, read
 through :func:`param`); engine settings live in ``<model>/1/model.json`` and map onto
-one dataclass through :func:`load_sidecar`, which rejects unknown keys by name.
+one dataclass through :func:`read_sidecar` and :func:`to_dataclass`, which rejects unknown keys by name.
 """
 
 from __future__ import annotations

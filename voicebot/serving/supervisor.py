@@ -29,6 +29,17 @@ class Stub:
     model: str
 
 
+def rss_mib(pid: int, proc: Path = Path("/proc")) -> float | None:
+    """A process's resident memory in MiB (None once it is gone)."""
+    try:
+        for line in (proc / str(pid) / "status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
 def _stat(pid_dir: Path) -> tuple[str, str, int] | None:
     """(comm, state, ppid) of one process, or None when it is gone."""
     try:
