@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         server.start(timeout=240)
         assert server.process is not None
         stubs = {stub.model: stub.pid for stub in model_stubs(server.process.pid).values()}
+        stubs["tritonserver"] = server.process.pid
 
         def sample() -> None:
             while not stop.wait(0.25):

@@ -18,9 +18,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.formparsers import MultiPartException
 
 from rag_index import DocumentIndex, UnsupportedDocument
 from rag_index.embedders import TritonEmbedder
@@ -28,7 +28,7 @@ from rag_index.isolation import BoundedParser
 from rag_index.store import Parser
 from voicebot.contract import ErrorCode
 
-from .guard import ApiError, BodyLimits, EdgeGuard, HostPolicy, bearer, same_origin, token_matches
+from .guard import ApiError, BodyLimits, EdgeGuard, HostPolicy, bearer, error_body, same_origin, token_matches
 from .metrics import Metrics
 from .protocol import ChatRequest, ProtocolError, parse_chat_request
 from .services import TritonServices
@@ -159,16 +159,16 @@ def create_app(
     )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = exc.code if isinstance(exc, ApiError) else STATUS_CODES.get(exc.status_code, ErrorCode.BAD_REQUEST)
-        return JSONResponse({"detail": exc.detail, "code": code.value}, exc.status_code, headers=exc.headers)
+        return Response(error_body(code, exc.detail), exc.status_code, exc.headers, media_type="application/json")
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()))
         message = f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg", "invalid"))
-        return JSONResponse({"detail": message, "code": ErrorCode.BAD_REQUEST.value}, 422)
+        return Response(error_body(ErrorCode.BAD_REQUEST, message), 422, media_type="application/json")
 
     def token_ok(presented: str | None) -> bool:
         return token_matches(presented, settings.api_token)
@@ -316,21 +316,39 @@ def create_app(
             try:
                 await runner.run(send_event, send_audio, history, text=body.text, speak=body.speak)
             finally:
-                await events.put(None)
+                # Never wait here: a cancelled turn whose reader is gone must end.
+                with contextlib.suppress(asyncio.QueueFull):
+                    events.put_nowait(None)
+
+        released = False
+
+        def release() -> None:  # once, whether the stream ran, ended or never started
+            nonlocal released
+            if not released:
+                released = True
+                slots.release()
 
         async def stream() -> AsyncIterator[str]:
             task = asyncio.create_task(produce())
             try:
-                while (item := await events.get()) is not None:
+                while not (task.done() and events.empty()):
+                    item = await events.get()
+                    if item is None:
+                        break
                     yield f"event: {item['type']}\ndata: {json.dumps(item)}\n\n"
             finally:
-                slots.release()
+                release()
                 if not task.done():  # the client went away: stop the turn and its Triton streams
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
 
-        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store"},
+            background=BackgroundTask(release),
+        )
 
     @app.websocket("/v1/voice")
     async def voice(ws: WebSocket) -> None:
@@ -373,12 +391,8 @@ async def _read_upload(request: Request, settings: Settings) -> tuple[str, bytes
     """The one file of a multipart upload, within the size limit."""
     try:
         form = await request.form(max_files=1, max_fields=4, max_part_size=64 * 1024)
-    except MultiPartException as exc:
-        raise ApiError(422, ErrorCode.BAD_REQUEST, f"not a usable multipart upload: {exc.message}") from None
-    except StarletteHTTPException as exc:  # starlette's own wrapping of the same (too many files, parts)
+    except StarletteHTTPException as exc:  # starlette's wrapping of a malformed body (too many files, parts)
         raise ApiError(422, ErrorCode.BAD_REQUEST, f"not a usable multipart upload: {exc.detail}") from None
-    except AssertionError:  # starlette: no multipart body at all
-        raise ApiError(422, ErrorCode.BAD_REQUEST, "send the document as multipart/form-data field 'file'") from None
     try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):

@@ -156,12 +156,18 @@ class EdgeGuard:
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)  # the route checks Origin and closes with its own code
             return
+        # Refusals below come before the body is read; the server closes such a connection a few
+        # seconds after its answer (orchestrator.server), once the client could read it.
         if scope["method"] not in SAFE_METHODS and not same_origin(headers, self.allowed_origins):
-            await _reply(send, 403, ErrorCode.CROSS_ORIGIN, "cross-origin requests may not change anything here")
+            message = "cross-origin requests may not change anything here"
+            await _reply(send, 403, ErrorCode.CROSS_ORIGIN, message)
             return
         limit = self.limits.limit(scope["method"], scope["path"])
         declared = headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        if declared is not None and not (declared.isascii() and declared.isdecimal()):
+            await _reply(send, 400, ErrorCode.BAD_REQUEST, "Content-Length is not a number")
+            return
+        if declared is not None and int(declared) > limit:
             await _reply(send, 413, ErrorCode.TOO_LARGE, f"request bodies here are limited to {limit} bytes")
             return
         await _serve_bounded(self.app, scope, receive, send, limit, self.limits.deadline_s)
@@ -215,13 +221,11 @@ async def _serve_bounded(
         if refusal is None:
             raise
     if refusal is not None and not started:
-        await _reply(send, *refusal, close=True)
+        await _reply(send, *refusal)
 
 
-async def _reply(send: Send, status: int, code: ErrorCode, message: str, close: bool = False) -> None:
+async def _reply(send: Send, status: int, code: ErrorCode, message: str) -> None:
     body = error_body(code, message)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if close:  # the rest of the body is still on the wire: this connection cannot be reused
-        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

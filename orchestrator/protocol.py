@@ -23,6 +23,10 @@ ENCODED = ("webm_opus", "ogg_opus", "wav", "flac", "mp3")
 ENCODINGS = (PCM_ENCODING, *ENCODED)
 Encoding = Literal["pcm_s16le", "webm_opus", "ogg_opus", "wav", "flac", "mp3"]
 MAX_EVENT_BYTES = 64 * 1024
+# WebSocket messages up to this size are read and, when over the limits above (a control message
+# over MAX_EVENT_BYTES, a frame over VOICEBOT_MAX_FRAME_BYTES), answered with an error event;
+# anything larger closes the connection with 1009 "message too big".
+WS_MAX_MESSAGE_BYTES = 1 << 20
 MAX_HISTORY_ITEMS = 10
 
 
@@ -85,7 +89,6 @@ _EVENTS: dict[str, type[_Shape]] = {
 }
 # Which code a failed field earns (anything else: bad_event).
 _FIELD_CODES = {"sample_rate": ErrorCode.BAD_SAMPLE_RATE, "encoding": ErrorCode.BAD_ENCODING}
-_CODES = {code.value: code for code in ErrorCode}  # a validator's own error type names its code
 
 
 def _validation_error(exc: ValidationError, what: str) -> ProtocolError:
@@ -94,7 +97,10 @@ def _validation_error(exc: ValidationError, what: str) -> ProtocolError:
     if first["type"] == "extra_forbidden":
         return ProtocolError(ErrorCode.BAD_EVENT, f"{what}: unknown field {where[:40]!r}")
     field = str(first["loc"][0]) if first["loc"] else ""
-    code = _CODES.get(first["type"]) or _FIELD_CODES.get(field, ErrorCode.BAD_EVENT)
+    try:  # a validator's own error type may name its code (PydanticCustomError)
+        code = ErrorCode(first["type"])
+    except ValueError:
+        code = _FIELD_CODES.get(field, ErrorCode.BAD_EVENT)
     message = first["msg"].removeprefix("Value error, ")
     return ProtocolError(code, f"{what}: {where + ': ' if where else ''}{message}")
 

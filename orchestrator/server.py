@@ -16,12 +16,10 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .protocol import WS_MAX_MESSAGE_BYTES
 from .settings import Settings
 
-# Messages up to this size are read and, when over the protocol's own limits (a frame over
-# VOICEBOT_MAX_FRAME_BYTES, a control message over 64 KiB), answered with an error event;
-# anything larger closes the connection with 1009 "message too big".
-WS_MAX_MESSAGE_BYTES = 1 << 20
+LINGER_S = 5.0  # how long an answered request's unread body may go on arriving
 
 
 class HeadTimeoutH11Protocol(H11Protocol):
@@ -34,8 +32,20 @@ class HeadTimeoutH11Protocol(H11Protocol):
         self._arm_head_timer()
 
     def on_response_complete(self) -> None:
+        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+            # Answered before its body was read (401, 404, a refusal): uvicorn would go on
+            # discarding whatever the client sends, at the client's pace. Let the rest arrive for
+            # a few seconds (a client still sending could not read the answer otherwise), then close.
+            self._cancel_head_timer()
+            self._head_timer = self.loop.call_later(LINGER_S, self._close)
+            self.flow.resume_reading()  # reading may have been paused while the body piled up
+            return
         super().on_response_complete()
         self._arm_head_timer()
+
+    def _close(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
 
     def handle_websocket_upgrade(self, event: h11.Request) -> None:
         self._cancel_head_timer()  # the WebSocket protocol takes the connection over

@@ -18,6 +18,7 @@ from tritonclient.utils import InferenceServerException
 from rag_index import DocumentIndex, SearchHit
 from voicebot import contract as c
 from voicebot import wire
+from voicebot.text import MAX_HISTORY, MAX_PASSAGE_CHARS, MAX_PASSAGES
 
 from .protocol import PCM_ENCODING
 
@@ -51,7 +52,12 @@ class Answerer(Protocol):
 
 
 def passages_json(hits: Sequence[SearchHit]) -> str:
-    return json.dumps([{"id": f"{h.document_id}#{h.chunk_id}", "title": h.title, "text": h.text} for h in hits])
+    """The ``passages`` input, within what voice_answer takes (``voicebot.text``'s limits)."""
+    items = [
+        {"id": f"{h.document_id}#{h.chunk_id}", "title": h.title[:300], "text": h.text[:MAX_PASSAGE_CHARS]}
+        for h in hits[:MAX_PASSAGES]
+    ]
+    return json.dumps(items, ensure_ascii=False)
 
 
 class TritonServices:
@@ -116,7 +122,7 @@ class TritonServices:
         values = {
             c.QUESTION: question,
             c.PASSAGES: passages_json(passages),
-            c.HISTORY: json.dumps(list(history)),
+            c.HISTORY: json.dumps(list(history)[-MAX_HISTORY:], ensure_ascii=False),
             c.SPEAK: speak,
         }
         outputs = [c.TEXT_OUTPUT, c.AUDIO, c.SAMPLE_RATE] if speak else [c.TEXT_OUTPUT]

@@ -9,6 +9,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rag_index import default_index_dir
 from voicebot.access import token_problem
+from voicebot.text import MAX_HISTORY, MAX_QUESTION_CHARS
+
+from .protocol import WS_MAX_MESSAGE_BYTES
 
 
 class Settings(BaseSettings):
@@ -31,18 +34,18 @@ class Settings(BaseSettings):
     # Words of each passage the LLM sees (the sentences nearest the question); 0 keeps whole chunks.
     # Prompt tokens dominate time to first token on a CPU (benchmarks/results).
     passage_words: int = Field(60, ge=0, le=1000)
-    history_turns: int = Field(3, ge=0, le=10)
+    history_turns: int = Field(3, ge=0, le=MAX_HISTORY)  # voice_answer reads at most MAX_HISTORY
     partial_interval_s: float = Field(1.0, gt=0.1, le=10)
     language: str = "en"
 
     # Limits: every one configurable, every one bounded.
     max_audio_seconds: float = Field(60.0, gt=0, le=600)
-    max_frame_bytes: int = Field(64 * 1024, ge=640, le=4 * 1024 * 1024)
+    max_frame_bytes: int = Field(64 * 1024, ge=640, le=WS_MAX_MESSAGE_BYTES)
     max_upload_mb: float = Field(20.0, gt=0, le=1024)
     max_documents: int = Field(1000, ge=1)
     max_sessions: int = Field(16, ge=1, le=1024)
     max_queued_frames: int = Field(256, ge=8)
-    max_text_chars: int = Field(2000, ge=10, le=20000)
+    max_text_chars: int = Field(2000, ge=10, le=MAX_QUESTION_CHARS)  # what the answer pipeline accepts
     max_connections: int = Field(128, ge=4, le=10_000)
     # Uploads: a document's words (chunks to embed) and the time and memory its parser may use.
     max_document_words: int = Field(500_000, ge=1000)

@@ -2,9 +2,9 @@
 
 The parsers are linear, but a PDF's content streams and a 20 MB upload can still cost
 seconds and hundreds of megabytes, and a parser bug must not cost the server. The child
-(``python -m rag_index.isolation``) gets the file on stdin and answers JSON on stdout;
-an address-space and CPU-time limit are set on it before it reads anything, and it is
-killed at the wall-clock deadline. The caller holds no lock meanwhile.
+(``python -I -m rag_index.isolation <bytes> <seconds>``) sets its own address-space and
+CPU-time limits before it reads anything, gets the file on stdin and answers JSON on stdout;
+it is killed at the wall-clock deadline. The caller holds no lock meanwhile.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from voicebot.contract import ErrorCode
 
 from .documents import ParsedDocument, Section, UnsupportedDocument, parse_document
 
-_CODES = {code.value: code for code in ErrorCode}
-
 
 @dataclass(frozen=True)
 class BoundedParser:
@@ -32,23 +30,18 @@ class BoundedParser:
 
     def __call__(self, filename: str, data: bytes) -> ParsedDocument:
         header = json.dumps({"filename": filename}).encode("utf-8") + b"\n"
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+        memory = self.memory_mb * 1024 * 1024
+        cpu = max(int(self.timeout_s), 1)
+        # -I: no environment variables, user site or working directory on sys.path; and none of
+        # the server's environment (its token included) beyond what Python needs to start.
+        env = {"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1"}
         child = subprocess.Popen(
-            [sys.executable, "-m", "rag_index.isolation"],
+            [sys.executable, "-I", "-m", "rag_index.isolation", str(memory), str(cpu)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
         )
-        # Limits go on from outside (a preexec_fn is unsafe in a threaded server); the child
-        # is still starting up and reads nothing before they hold.
-        memory = self.memory_mb * 1024 * 1024
-        cpu = max(int(self.timeout_s), 1)
-        try:
-            resource.prlimit(child.pid, resource.RLIMIT_AS, (memory, memory))
-            resource.prlimit(child.pid, resource.RLIMIT_CPU, (cpu, cpu + 1))
-        except (ProcessLookupError, OSError):
-            pass  # it died already; its exit status tells
         try:
             out, err = child.communicate(header + data, timeout=self.timeout_s)
         except subprocess.TimeoutExpired:
@@ -74,7 +67,10 @@ def _answer(returncode: int, out: bytes, err: bytes, limits: BoundedParser) -> P
             )
         raise RuntimeError(f"document parser failed (exit {returncode}): {err.decode(errors='replace')[-500:]}")
     if "error" in reply:
-        code = _CODES.get(reply["error"].get("code", ""), ErrorCode.UNSUPPORTED_DOCUMENT)
+        try:
+            code = ErrorCode(reply["error"].get("code", ""))
+        except ValueError:
+            code = ErrorCode.UNSUPPORTED_DOCUMENT
         raise UnsupportedDocument(str(reply["error"].get("message", "unreadable document")), code)
     return ParsedDocument(
         title=reply["title"], sections=[Section(heading, text) for heading, text in reply["sections"]]
@@ -82,6 +78,10 @@ def _answer(returncode: int, out: bytes, err: bytes, limits: BoundedParser) -> P
 
 
 def main() -> int:
+    # The limits hold before a byte of the document is read; a child that cannot set them stops.
+    memory, cpu = int(sys.argv[1]), int(sys.argv[2])
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     header = sys.stdin.buffer.readline()
     data = sys.stdin.buffer.read()
     try:

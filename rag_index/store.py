@@ -191,7 +191,9 @@ class DocumentIndex:
 
     def find_duplicate(self, data: bytes) -> DocumentInfo | None:
         """The document already indexed with exactly this content, if any."""
-        digest = hashlib.sha256(data).hexdigest()
+        return self._by_digest(hashlib.sha256(data).hexdigest())
+
+    def _by_digest(self, digest: str) -> DocumentInfo | None:
         existing = self._db.execute("SELECT id FROM documents WHERE content_hash = ?", (digest,)).fetchone()
         return None if existing is None else self.document(existing[0])
 
@@ -206,7 +208,7 @@ class DocumentIndex:
 
         ``parsed``: the file already parsed (the server parses outside its ingest lock)."""
         digest = hashlib.sha256(data).hexdigest()
-        existing = self.find_duplicate(data)
+        existing = self._by_digest(digest)
         if existing is not None:
             return existing, False
         if parsed is None:

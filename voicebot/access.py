@@ -4,15 +4,21 @@ Triton's own switch (``--http-restricted-api`` / ``--grpc-restricted-protocol``
 ``<apis>:<key>=<value>``) refuses an API group unless the request carries the header
 ``<key>: <value>`` (gRPC: ``triton-grpc-protocol-<key>``). The launcher always puts the APIs
 nothing here needs — loading models, registering shared memory, changing logging and
-tracing — behind a random per-start key that is never written anywhere; and when
-``VOICEBOT_API_TOKEN`` is set, inference, metadata, model configs and statistics need that
-token too. Health stays open (probes and readiness). Every client here — the orchestrator,
-the index's embedder, ``voice_answer``'s calls to its own server — sends the token through a
-tritonclient plugin, so no call site spells the header.
+tracing — behind a random per-start key; and when ``VOICEBOT_API_TOKEN`` is set, inference,
+metadata, model configs and statistics need a key derived from that token (:func:`triton_key`).
+Health stays open (probes and readiness). Every client here — the orchestrator, the index's
+embedder, ``voice_answer``'s calls to its own server — sends it through a tritonclient plugin,
+so no call site spells the header.
+
+Both values sit on tritonserver's command line, which any local user can read
+(``/proc/<pid>/cmdline``) unless ``/proc`` is mounted with ``hidepid=2``. Hence the derived key:
+the token itself, which also opens the orchestrator's API, never appears there.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 from typing import Any
@@ -40,6 +46,11 @@ def token_problem(token: str) -> str | None:
     return None
 
 
+def triton_key(token: str) -> str:
+    """The value Triton checks for the client APIs: an HMAC of the token, not the token."""
+    return hmac.new(token.encode(), b"voicebot: triton client APIs", hashlib.sha256).hexdigest()[:40]
+
+
 def restriction_flags(token: str | None, admin_key: str | None = None) -> list[str]:
     """tritonserver flags: the admin APIs behind ``admin_key`` (random when not given), the
     client APIs behind ``token`` when one is set."""
@@ -48,7 +59,7 @@ def restriction_flags(token: str | None, admin_key: str | None = None) -> list[s
     admin_key = admin_key or secrets.token_urlsafe(24)
     groups = [(ADMIN_APIS, ADMIN_KEY, admin_key)]
     if token:
-        groups.append((CLIENT_APIS, TOKEN_KEY, token))
+        groups.append((CLIENT_APIS, TOKEN_KEY, triton_key(token)))
     flags = []
     for apis, key, value in groups:
         spec = f"{','.join(apis)}:{key}={value}"
@@ -68,9 +79,10 @@ class _TokenHeader:
 
 
 def authorize(client: Any, token: str | None, protocol: str) -> Any:
-    """Have a tritonclient client (``protocol`` "grpc" or "http") send ``token``; returns it."""
+    """Have a tritonclient client (``protocol`` "grpc" or "http") send the key for ``token``; returns it."""
     if token:
-        client.register_plugin(_TokenHeader(GRPC_TOKEN_HEADER if protocol == "grpc" else HTTP_TOKEN_HEADER, token))
+        header = GRPC_TOKEN_HEADER if protocol == "grpc" else HTTP_TOKEN_HEADER
+        client.register_plugin(_TokenHeader(header, triton_key(token)))
     return client
 
 

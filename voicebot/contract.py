@@ -255,7 +255,7 @@ class ErrorCode(StrEnum):
     INVALID_INPUT = "invalid_input"  # a model refused the input (Triton INVALID_ARG)
     BAD_REQUEST = "bad_request"  # a REST request of the wrong shape
     UNSUPPORTED_DOCUMENT = "unsupported_document"
-    DOCUMENT_TOO_COMPLEX = "document_too_complex"  # parsing ran out of its time or memory
+    DOCUMENT_TOO_COMPLEX = "document_too_complex"  # parsing ran out of its time, or crashed on the file
     INDEX_FULL = "index_full"
     NOT_FOUND = "not_found"
     UNAUTHORIZED = "unauthorized"

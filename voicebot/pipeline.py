@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,9 +26,9 @@ from .sampling import SamplingParams
 from .text import FIRST_CLAUSE_WORDS, ClauseSplitter, Passage, build_prompt
 
 # prompt, sampling parameters, request id → text deltas
-LlmStream = Callable[[str, SamplingParams, str], AsyncIterator[str]]
+LlmStream = Callable[[str, SamplingParams, str], AsyncGenerator[str, None]]
 # clause, request id → (int16 samples, sample rate) chunks
-TtsStream = Callable[[str, str], AsyncIterator[tuple[np.ndarray, int]]]
+TtsStream = Callable[[str, str], AsyncGenerator[tuple[np.ndarray, int], None]]
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,9 @@ class AnswerPipeline:
         """Text pieces in order and, with ``speak``, audio pieces in order, interleaved as they come."""
         prompt = build_prompt(question, passages, history)  # the only place a prompt is built
         if not speak:
-            async for delta in self._llm(prompt, params, f"{request_id}-llm"):
-                yield TextPiece(delta)
+            async with contextlib.aclosing(self._llm(prompt, params, f"{request_id}-llm")) as deltas:
+                async for delta in deltas:
+                    yield TextPiece(delta)
             return
         out: asyncio.Queue[object] = asyncio.Queue()
         clauses: asyncio.Queue[str | None] = asyncio.Queue()
@@ -75,10 +76,11 @@ class AnswerPipeline:
         async def generate() -> None:
             splitter = ClauseSplitter(first_max_words=self._first_clause_words)
             try:
-                async for delta in self._llm(prompt, params, f"{request_id}-llm"):
-                    await out.put(TextPiece(delta))
-                    for clause in splitter.feed(delta):
-                        await clauses.put(clause)
+                async with contextlib.aclosing(self._llm(prompt, params, f"{request_id}-llm")) as deltas:
+                    async for delta in deltas:
+                        await out.put(TextPiece(delta))
+                        for clause in splitter.feed(delta):
+                            await clauses.put(clause)
                 for clause in splitter.flush():
                     await clauses.put(clause)
             finally:
@@ -88,8 +90,9 @@ class AnswerPipeline:
             n = 0
             while (clause := await clauses.get()) is not None:
                 n += 1
-                async for samples, rate in self._tts(clause, f"{request_id}-tts{n}"):
-                    await out.put(AudioPiece(samples, rate))
+                async with contextlib.aclosing(self._tts(clause, f"{request_id}-tts{n}")) as chunks:
+                    async for samples, rate in chunks:
+                        await out.put(AudioPiece(samples, rate))
 
         tasks = [asyncio.create_task(generate()), asyncio.create_task(speak_clauses())]
         for task in tasks:

@@ -5,9 +5,9 @@ server, through these two functions: :func:`infer` for a unary call, :func:`stre
 decoupled model's responses up to its final one. Every wait is bounded (a model process
 that died never answers: Triton 2.51 does not fail its request). Leaving :func:`stream`
 early — a consumer that stops reading, a cancelled task — cancels the gRPC call, and Triton
-marks the request cancelled for the model (``is_cancelled()``). Measured here: 600 such
-cancellations grow the caller's memory by under 1 MiB (tritonclient's threaded
-``stop_stream(cancel_requests=True)`` leaked ~45 KB each).
+marks the request cancelled for the model (``is_cancelled()``). Measured here
+(``benchmarks/cancel_leak.py``): 600 such cancellations grew the calling process by about
+1 MiB, where tritonclient's threaded ``stop_stream(cancel_requests=True)`` leaked ~45 KB each.
 """
 
 from __future__ import annotations

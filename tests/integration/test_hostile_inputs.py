@@ -28,7 +28,7 @@ from triton_helpers import GrpcStream, InferenceServerException, own_server
 
 from rag_index import ParsedDocument, Section
 from voicebot import contract as c
-from voicebot.access import authorize
+from voicebot.access import HTTP_TOKEN_HEADER, authorize, triton_key
 from voicebot.contract import ErrorCode
 from voicebot.serving.launcher import RUNTIME_DIR, TritonServer
 
@@ -339,6 +339,20 @@ def test_slow_clients_are_cut_off(server):
             reply += chunk
         reply = reply.decode()
         assert reply.startswith("HTTP/1.1 408") and '"too_slow"' in reply, reply
+    # Answered before its body is read (no token here): the connection is closed, not kept
+    # open to swallow a body dribbled in at the client's pace.
+    auth = f"Authorization: Bearer {TOKEN}\r\n"
+    for head in (
+        "POST /v1/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 262144\r\n\r\n{",
+        f"POST /v1/chat HTTP/1.1\r\nHost: evil.example\r\n{auth}Content-Length: 9\r\n\r\n{{",
+        f"POST /v1/chat HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 9999999\r\n\r\n",
+    ):
+        with socket.create_connection(("127.0.0.1", server.settings.port), timeout=15) as sock:
+            sock.sendall(head.encode())
+            reply = b""
+            while chunk := sock.recv(4096):  # ends when the server closes; a kept-open socket times out
+                reply += chunk
+            assert reply.split(b" ", 2)[1] in (b"401", b"413", b"421"), reply[:80]
     assert request(server, "GET", "/v1/documents")[0] == 200
 
 
@@ -516,7 +530,7 @@ def test_triton_http_with_a_truncated_body_keeps_serving(guarded_triton):
     # upstream behaviour in 2.51 and later (TritonJson reports it as INTERNAL). What we can hold it
     # to: a specific message, no crash, the next request served.
     conn = http.client.HTTPConnection(*guarded_triton.http_url.split(":"), timeout=30)
-    headers = {"voicebot-token": TOKEN, "Content-Type": "application/json"}
+    headers = {HTTP_TOKEN_HEADER: triton_key(TOKEN), "Content-Type": "application/json"}
     text = c.EMBEDDER.input(c.TEXT)
     body = json.dumps({"inputs": [{"name": text.name, "shape": [1, 1], "datatype": text.dtype, "data": ["hi"]}]})
     try:

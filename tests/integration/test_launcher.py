@@ -82,7 +82,7 @@ def test_triton_is_closed_by_default_and_wants_the_token_once_one_is_set(tmp_pat
     from audio_files import encode, tone
     from tritonclient.utils import InferenceServerException
 
-    from voicebot.access import GRPC_TOKEN_HEADER, HTTP_TOKEN_HEADER, authorize
+    from voicebot.access import GRPC_TOKEN_HEADER, HTTP_TOKEN_HEADER, authorize, triton_key
 
     wav = encode(tone(0.5), 16000, "wav")
 
@@ -116,10 +116,14 @@ def test_triton_is_closed_by_default_and_wants_the_token_once_one_is_set(tmp_pat
         for method, path in CLIENT_CALLS:
             assert _status(base + path, method) == 403, path
             assert _status(base + path, method, headers={HTTP_TOKEN_HEADER: "wrong-token-here"}) == 403, path
-            assert _status(base + path, method, headers={HTTP_TOKEN_HEADER: token}) == 200, path
-        for method, path in ADMIN_CALLS:  # the token is not the admin key
-            headers = {HTTP_TOKEN_HEADER: token}
+            assert _status(base + path, method, headers={HTTP_TOKEN_HEADER: token}) == 403, path  # not the token
+            assert _status(base + path, method, headers={HTTP_TOKEN_HEADER: triton_key(token)}) == 200, path
+        for method, path in ADMIN_CALLS:  # the token's key is not the admin key
+            headers = {HTTP_TOKEN_HEADER: triton_key(token)}
             assert _status(base + path, method, b"{}" if method == "POST" else None, headers) == 403, path
         with pytest.raises(InferenceServerException, match=GRPC_TOKEN_HEADER):
             grpc_decode(server.grpc_url, None)
         grpc_decode(server.grpc_url, token)
+        # The token itself (it also opens the orchestrator) is not on the command line anyone can read.
+        cmdline = Path(f"/proc/{server.process.pid}/cmdline").read_bytes().decode()
+        assert token not in cmdline and triton_key(token) in cmdline

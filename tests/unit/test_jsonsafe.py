@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from voicebot.access import restriction_flags, token_problem
+from voicebot.access import restriction_flags, token_problem, triton_key
 from voicebot.contract import ErrorCode
 from voicebot.jsonsafe import JsonInputError, clean_label, loads, nesting_depth, text_problem
 
@@ -73,7 +73,10 @@ def test_triton_restriction_flags_close_admin_apis_always_and_client_apis_with_a
         "--grpc-restricted-protocol=model-repository,shared-memory,logging,trace:voicebot-admin=k",
     ]
     guarded = restriction_flags("a-good-token", admin_key="k")
-    assert "--http-restricted-api=inference,metadata,model-config,statistics:voicebot-token=a-good-token" in guarded
+    key = triton_key("a-good-token")
+    assert f"--http-restricted-api=inference,metadata,model-config,statistics:voicebot-token={key}" in guarded
+    assert not any("a-good-token" in flag for flag in guarded)  # a derived key, never the token itself
+    assert triton_key("a-good-token") != triton_key("another-token") and len(key) == 40
     assert restriction_flags(None) != restriction_flags(None)  # the admin key is random per start
     for bad in ("short", "has space in it", "colon:and=equals", "ünïcode-token"):
         assert token_problem(bad)

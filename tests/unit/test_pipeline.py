@@ -30,7 +30,7 @@ class FakeLlm:
         try:
             for n, delta in enumerate(self.deltas):
                 if self.fail_after is not None and n == self.fail_after:
-                    raise RuntimeError("llm broke")
+                    raise RuntimeError("generation broke")
                 await asyncio.sleep(self.step)
                 self.yielded += 1
                 yield delta
@@ -53,7 +53,7 @@ class FakeTts:
     async def __call__(self, clause, request_id):
         self.clauses.append((clause, asyncio.get_running_loop().time()))
         if self.fail_on is not None and len(self.clauses) == self.fail_on:
-            raise RuntimeError("tts broke")
+            raise RuntimeError("speech broke")
         try:
             await asyncio.sleep(self.delay)
         except asyncio.CancelledError:
@@ -167,11 +167,11 @@ def test_closing_the_stream_early_cancels_what_runs_behind_it():
     assert llm.cancelled
 
 
-@pytest.mark.parametrize("side", ["llm", "tts"])
+@pytest.mark.parametrize("side", ["generation", "speech"])
 def test_an_error_on_either_side_ends_the_answer_with_that_error(side):
-    llm = FakeLlm(ANSWER, step=0.01, fail_after=3 if side == "llm" else None)
-    tts = FakeTts(fail_on=1 if side == "tts" else None)
+    llm = FakeLlm(ANSWER, step=0.01, fail_after=3 if side == "generation" else None)
+    tts = FakeTts(fail_on=1 if side == "speech" else None)
     with pytest.raises(RuntimeError, match=f"{side} broke"):
         collect(AnswerPipeline(llm, tts))
-    if side == "tts":
+    if side == "speech":
         assert llm.closed.is_set()  # generation did not run on behind the failure

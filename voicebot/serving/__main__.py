@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from ..access import env_token
+from ..access import GRPC_TOKEN_HEADER, HTTP_TOKEN_HEADER, TOKEN_ENV, env_token, triton_key
 from .config import ConfigError
 from .launcher import RUNTIME_DIR, LaunchError, ServerOptions, TritonServer
 from .repository import ModelDeploy, parse_instance_override
@@ -39,6 +39,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float, int
         default=None,
         help="a full Triton install's server (NVIDIA's container), used with its own backends",
     )
+    parser.add_argument(
+        "--print-key",
+        action="store_true",
+        help="print the header value Triton wants for VOICEBOT_API_TOKEN (for perf_analyzer, curl) and exit",
+    )
     parser.add_argument("--log-verbose", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for all models")
     parser.add_argument(
@@ -48,6 +53,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float, int
         help="restart the server when it or a model process dies, at most this often in 10 minutes (0: exit)",
     )
     args = parser.parse_args(argv)
+    if args.print_key:
+        token = env_token()
+        if token is None:
+            raise SystemExit(f"{TOKEN_ENV} is not set: Triton's client APIs are open, no key is needed")
+        print(f"{HTTP_TOKEN_HEADER}: {triton_key(token)}   (gRPC: {GRPC_TOKEN_HEADER})")
+        raise SystemExit(0)
     overrides: dict[str, ModelDeploy] = {}
     for text in args.instances:
         model, kind, count = parse_instance_override(text)

@@ -172,8 +172,6 @@ class TritonServer:
             f"--log-verbose={o.log_verbose}",
             # Closed by default: the APIs nothing here needs, and with a token every other but health.
             *restriction_flags(o.api_token),
-            # 2.51 has no response-pool flag; this bounds the pool of reusable gRPC request objects.
-            "--grpc-infer-allocation-pool-size=64",
             *o.extra_args,
             *o.extra_flags,
         ]

@@ -23,7 +23,7 @@ import contextlib
 import os
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -59,7 +59,7 @@ class Loopback:
 
         self._client = asyncio.run_coroutine_threadsafe(connect(), self._loop).result(30)
 
-    async def llm_deltas(self, prompt: str, params: SamplingParams, request_id: str) -> AsyncIterator[str]:
+    async def llm_deltas(self, prompt: str, params: SamplingParams, request_id: str) -> AsyncGenerator[str, None]:
         values = {
             c.TEXT_INPUT: prompt,
             c.STREAM: True,
@@ -72,7 +72,7 @@ class Loopback:
             for item in [] if text is None else text.reshape(-1):
                 yield item.decode("utf-8", errors="replace")
 
-    async def tts_chunks(self, text: str, request_id: str) -> AsyncIterator[tuple[np.ndarray, int]]:
+    async def tts_chunks(self, text: str, request_id: str) -> AsyncGenerator[tuple[np.ndarray, int], None]:
         bound = self.stall_timeout_s
         outputs = [c.AUDIO, c.SAMPLE_RATE]
         async for result in wire.stream(self._client, c.TTS, {c.TEXT: text}, outputs, request_id, bound, bound):
@@ -85,16 +85,20 @@ class Loopback:
         cancelled, the consumer gone, an error — the async answer is cancelled and given
         ``DRAIN_S`` to cancel its calls before this returns."""
         items: queue.Queue[tuple[str, Any]] = queue.Queue()
-        finished = threading.Event()
+        started, finished = threading.Event(), threading.Event()
 
         async def pump() -> None:
+            started.set()
             try:
                 async with contextlib.aclosing(answer):  # type: ignore[type-var]
                     async for item in answer:
                         items.put(("item", item))
                 items.put(("done", None))
             except asyncio.CancelledError:
-                items.put(("done", None))
+                # Only this method cancels the pump, and by then nobody reads: any other
+                # cancellation cut the answer short, which must not pass for its end.
+                items.put(("error", RuntimeError("the answer was cut short inside the server")))
+                raise
             except BaseException as exc:  # surfaced on the request's thread
                 items.put(("error", exc))
             finally:
@@ -114,13 +118,11 @@ class Loopback:
                 yield value
         finally:
             task.cancel()
-            finished.wait(DRAIN_S)
+            if started.is_set():  # a pump cancelled before it ran has no calls to cancel
+                finished.wait(DRAIN_S)
 
     def close(self) -> None:
-        async def shut() -> None:
-            await self._client.close()
-
         with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(shut(), self._loop).result(5)
+            asyncio.run_coroutine_threadsafe(self._client.close(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)

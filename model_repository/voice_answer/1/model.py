@@ -16,7 +16,14 @@ from voicebot.serving import metrics
 from voicebot.serving.config import ConfigError, param
 from voicebot.serving.loopback import Loopback
 from voicebot.serving.triton_io import RequestError, StreamWorkers, bytes_tensor, input_scalar, input_text
-from voicebot.text import ANSWER_DEFAULTS, MAX_QUESTION_CHARS, parse_history, parse_passages
+from voicebot.text import (
+    ANSWER_DEFAULTS,
+    MAX_HISTORY_JSON_BYTES,
+    MAX_PASSAGES_JSON_BYTES,
+    MAX_QUESTION_CHARS,
+    parse_history,
+    parse_passages,
+)
 from voicebot.wire import CallError
 
 
@@ -43,8 +50,10 @@ class TritonPythonModel:
     def _answer(self, request, is_cancelled):
         began = time.perf_counter()
         question = input_text(request, c.QUESTION, MAX_QUESTION_CHARS)
-        passages = parse_passages(input_text(request, c.PASSAGES, 64_000, allow_empty=True) or "[]")
-        history = parse_history(input_text(request, c.HISTORY, 16_000, required=False, allow_empty=True))
+        passages = parse_passages(input_text(request, c.PASSAGES, MAX_PASSAGES_JSON_BYTES, allow_empty=True) or "[]")
+        history = parse_history(
+            input_text(request, c.HISTORY, MAX_HISTORY_JSON_BYTES, required=False, allow_empty=True)
+        )
         params = parse_sampling_parameters(
             input_text(request, c.SAMPLING_PARAMETERS, 4096, required=False, allow_empty=True), ANSWER_DEFAULTS
         )
