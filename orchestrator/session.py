@@ -256,8 +256,7 @@ class VoiceSession:
             self._start_turn(text=message.text, speak=message.speak)
 
     async def on_bytes(self, data: bytes) -> None:
-        if await self.reject_oversize(data):
-            return
+        """An audio frame, already within the frame limit (:meth:`reject_oversize` ran before it was queued)."""
         rec = self.recording
         if rec is None:
             if not self._stray_frames_reported:
