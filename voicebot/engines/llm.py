@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..llms import DEFAULT_LLM
 from ..sampling import SamplingParams
+from ..serving.config import to_dataclass
 
 Cancelled = Callable[[], bool]
 
@@ -32,7 +34,8 @@ class LanguageModel(Protocol):
 
 @dataclass(frozen=True)
 class LlamaCppSettings:
-    model_path: str = ""  # empty: the packaged Gemma-3-270M GGUF
+    model: str = DEFAULT_LLM  # a voicebot.llms id: its packaged weights and prompt format
+    model_path: str = ""  # a GGUF file instead of the catalogued model's (then say its prompt_format)
     n_ctx: int = 2048
     n_threads: int = 2  # decoding
     n_threads_batch: int = 0  # prompt prefill; 0 = same as n_threads
@@ -211,13 +214,14 @@ class VllmEngine:
 
 
 def load_language_model(sidecar: dict[str, Any]) -> LanguageModel:
-    """Build the engine that the ``llm`` model's sidecar names."""
+    """Build the engine that the ``llm`` model's sidecar names (its ``prompt_format`` is for
+    ``voice_answer``, see ``voicebot.llms.prompt_format_of``)."""
     engine = sidecar.get("engine", "llama_cpp")
     if engine == "llama_cpp":
-        from ..weights import gemma_gguf
+        from ..weights import llm_gguf
 
-        cfg = LlamaCppSettings(**sidecar.get("llama_cpp", {}))
-        path = Path(cfg.model_path) if cfg.model_path else gemma_gguf()
+        cfg = to_dataclass(LlamaCppSettings, sidecar.get("llama_cpp", {}), "llm sidecar llama_cpp")
+        path = Path(cfg.model_path) if cfg.model_path else llm_gguf(cfg.model)
         return LlamaCppEngine(path, cfg)
     if engine == "vllm":
         return VllmEngine(VllmSettings(engine_args=dict(sidecar.get("engine_args", {}))))

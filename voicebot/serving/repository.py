@@ -49,6 +49,12 @@ def load_profile(name_or_path: str) -> dict[str, ModelDeploy]:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: invalid JSON ({exc})") from None
+    unknown_top = set(raw) - {"description", "extras", "models"}
+    if unknown_top:
+        raise ConfigError(f"{path}: unknown keys {sorted(unknown_top)} (a profile has description, extras, models)")
+    extras = raw.get("extras", [])
+    if not isinstance(extras, list) or not all(isinstance(e, str) for e in extras):
+        raise ConfigError(f"{path}: extras must be a list of pyproject extra names")
     models = raw.get("models", {})
     deploys: dict[str, ModelDeploy] = {}
     for model, spec in models.items():
