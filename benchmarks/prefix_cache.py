@@ -16,7 +16,7 @@ import corpus
 
 from voicebot.engines.llm import load_language_model
 from voicebot.sampling import SamplingParams
-from voicebot.text import PROMPT_PREFIX, Passage, build_prompt
+from voicebot.text import ONESHOT_PREFIX, Passage, build_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 llm = load_language_model(json.loads((ROOT / "model_repository/llm/1/model.json").read_text()))
@@ -37,7 +37,7 @@ def ttft(p):
 
 other = "Lorem ipsum " * 150  # a different prompt evicts the shared prefix
 res = {"prefix cached": [], "cold": []}
-print("prompt tokens", llm.count_tokens(prompt(0)), "prefix tokens", llm.count_tokens(PROMPT_PREFIX))
+print("prompt tokens", llm.count_tokens(prompt(0)), "prefix tokens", llm.count_tokens(ONESHOT_PREFIX))
 for i in range(12):
     ttft(prompt(100 + i))  # leaves the fixed prefix in the cache
     res["prefix cached"].append(ttft(prompt(i)))

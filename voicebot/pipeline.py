@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .sampling import SamplingParams
-from .text import FIRST_CLAUSE_WORDS, ClauseSplitter, Passage, build_prompt
+from .text import DEFAULT_PROMPT_FORMAT, FIRST_CLAUSE_WORDS, PROMPT_FORMATS, ClauseSplitter, Passage, build_prompt
 
 # prompt, sampling parameters, request id → text deltas
 LlmStream = Callable[[str, SamplingParams, str], AsyncGenerator[str, None]]
@@ -49,10 +49,17 @@ _DONE = object()
 class AnswerPipeline:
     """Streams an answer's text and, when asked to speak, its audio clause by clause."""
 
-    def __init__(self, llm: LlmStream, tts: TtsStream, first_clause_words: int = FIRST_CLAUSE_WORDS) -> None:
+    def __init__(
+        self,
+        llm: LlmStream,
+        tts: TtsStream,
+        first_clause_words: int = FIRST_CLAUSE_WORDS,
+        prompt_format: str = DEFAULT_PROMPT_FORMAT,
+    ) -> None:
         self._llm = llm
         self._tts = tts
         self._first_clause_words = first_clause_words
+        self.prompt_format = PROMPT_FORMATS[prompt_format]  # the llm's (voicebot.llms.prompt_format_of)
 
     async def run(
         self,
@@ -64,7 +71,7 @@ class AnswerPipeline:
         request_id: str,
     ) -> AsyncIterator[Piece]:
         """Text pieces in order and, with ``speak``, audio pieces in order, interleaved as they come."""
-        prompt = build_prompt(question, passages, history)  # the only place a prompt is built
+        prompt = build_prompt(question, passages, history, self.prompt_format.name)  # the only place a prompt is built
         if not speak:
             async with contextlib.aclosing(self._llm(prompt, params, f"{request_id}-llm")) as deltas:
                 async for delta in deltas:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from .contract import HISTORY, PASSAGES
@@ -150,10 +150,32 @@ def parse_history(raw: str | bytes | None) -> list[str]:
     return [q.strip()[:MAX_QUESTION_CHARS] for q in items[-MAX_HISTORY:] if q.strip()]
 
 
-# The fixed prefix comes first and never changes, so an engine can keep its KV cache.
-# The base (not instruction-tuned) Gemma follows a worked example far better than an
-# instruction (docs/runtime-notes.md), hence the one-shot example and a newline stop.
-PROMPT_PREFIX = (
+# What every format says when the passages do not hold the answer; the eval counts it as an abstention.
+NO_ANSWER = "I could not find that in your documents."
+
+
+def _question_text(question: str) -> str:
+    question = " ".join(question.split())
+    if not question:
+        raise PromptInputError("question is empty")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise PromptInputError(f"question is over {MAX_QUESTION_CHARS} characters")
+    return question
+
+
+def _passage_lines(passages: Iterable[Passage]) -> list[str]:
+    lines = []
+    for n, p in enumerate(passages, start=1):
+        body = " ".join(p.text.split())
+        lines.append(f"[{n}] {p.title}: {body}\n" if p.title else f"[{n}] {body}\n")
+    return lines or ["(none)\n"]
+
+
+# Every format puts what never changes first and the question last, so an engine can keep
+# the KV cache of everything before the question.
+# The base (not instruction-tuned) Gemma follows worked examples far better than an
+# instruction (docs/runtime-notes.md), hence the examples and a newline stop.
+ONESHOT_PREFIX = (
     "Answer each question in one short sentence, using only the numbered passages.\n\n"
     "Passages:\n"
     "[1] Tides: Tides are caused mainly by the gravity of the Moon pulling on the oceans.\n"
@@ -162,28 +184,71 @@ PROMPT_PREFIX = (
     "Answer: Tides are caused mainly by the Moon's gravity [1].\n\n"
 )
 
-# A mild repetition penalty stops the small model's digit and phrase loops ("1000000...").
-ANSWER_DEFAULTS = SamplingParams(temperature=0.0, max_tokens=80, stop=("\n", "Question:"), repetition_penalty=1.1)
 
-
-def build_prompt(question: str, passages: Iterable[Passage], history: Iterable[str] = ()) -> str:
-    """The grounded prompt: fixed prefix, passages, earlier questions, question."""
-    question = " ".join(question.split())
-    if not question:
-        raise PromptInputError("question is empty")
-    if len(question) > MAX_QUESTION_CHARS:
-        raise PromptInputError(f"question is over {MAX_QUESTION_CHARS} characters")
-    lines = [PROMPT_PREFIX, "Passages:\n"]
-    numbered = list(passages)
-    for n, p in enumerate(numbered, start=1):
-        body = " ".join(p.text.split())
-        lines.append(f"[{n}] {p.title}: {body}\n" if p.title else f"[{n}] {body}\n")
-    if not numbered:
-        lines.append("(none)\n")
+def _oneshot(question: str, passages: Iterable[Passage], history: Iterable[str]) -> str:
+    lines = [ONESHOT_PREFIX, "Passages:\n", *_passage_lines(passages)]
     for earlier in history:
         lines.append(f"Earlier question: {earlier}\n")
-    lines.append(f"Question: {question}\nAnswer:")
+    lines.append(f"Question: {_question_text(question)}\nAnswer:")
     return "".join(lines)
+
+
+CHATML_SYSTEM = (
+    "You are a voice assistant that answers questions from the user's own documents. "
+    "Use only the numbered passages the user gives you, never your own knowledge. "
+    "Answer in one or two short spoken sentences: plain words, no lists, no markdown, no code. "
+    "Give exact numbers, names and settings as the passages write them. "
+    f'If the passages do not contain the answer, reply exactly: "{NO_ANSWER}"'
+)
+
+
+def _chatml(question: str, passages: Iterable[Passage], history: Iterable[str]) -> str:
+    # ChatML, as the Qwen2.5 GGUFs' own chat template renders a system and a user turn
+    # followed by the assistant's open turn (tests/unit/test_prompts.py compares the two).
+    user = ["Passages:\n", *_passage_lines(passages)]
+    earlier = list(history)
+    if earlier:
+        user.append("\nEarlier questions in this conversation:\n")
+        user.extend(f"- {q}\n" for q in earlier)
+    user.append(f"\nQuestion: {_question_text(question)}")
+    return (
+        f"<|im_start|>system\n{CHATML_SYSTEM}<|im_end|>\n"
+        f"<|im_start|>user\n{''.join(user)}<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How one family of models is prompted, and the sampling its answers need."""
+
+    name: str
+    render: Callable[[str, Iterable[Passage], Iterable[str]], str]
+    defaults: SamplingParams
+
+
+PROMPT_FORMATS: dict[str, PromptFormat] = {
+    # A mild repetition penalty stops the small model's digit and phrase loops ("1000000...").
+    "oneshot": PromptFormat(
+        "oneshot",
+        _oneshot,
+        SamplingParams(temperature=0.0, max_tokens=80, stop=("\n", "Question:"), repetition_penalty=1.1),
+    ),
+    "chatml": PromptFormat(
+        "chatml",
+        _chatml,
+        SamplingParams(temperature=0.0, max_tokens=96, stop=("<|im_end|>", "<|endoftext|>", "\n\n")),
+    ),
+}
+DEFAULT_PROMPT_FORMAT = "oneshot"
+ANSWER_DEFAULTS = PROMPT_FORMATS[DEFAULT_PROMPT_FORMAT].defaults
+
+
+def build_prompt(
+    question: str, passages: Iterable[Passage], history: Iterable[str] = (), prompt_format: str = DEFAULT_PROMPT_FORMAT
+) -> str:
+    """The grounded prompt in the model's format: instructions, passages, earlier questions, question."""
+    return PROMPT_FORMATS[prompt_format].render(question, passages, history)
 
 
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+")
@@ -191,7 +256,7 @@ _STOPWORD_TEXT = (
     "a an the of to in on for and or is are was were be by with as at it this that what which who how when why "
     "do does did can i you my your from about"
 )
-_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
 
 def trim_passage(question: str, text: str, max_words: int) -> str:
@@ -201,7 +266,7 @@ def trim_passage(question: str, text: str, max_words: int) -> str:
     words = text.split()
     if max_words <= 0 or len(words) <= max_words:
         return text
-    wanted = {w for w in iter_words(question) if w not in _STOPWORDS}
+    wanted = {w for w in iter_words(question) if w not in STOPWORDS}
     sentences = [s for s in _SENTENCE_SPLIT.split(" ".join(words)) if s]
     ranked = sorted(
         range(len(sentences)),

@@ -3,7 +3,10 @@ import json
 import pytest
 
 from voicebot.text import (
-    PROMPT_PREFIX,
+    CHATML_SYSTEM,
+    NO_ANSWER,
+    ONESHOT_PREFIX,
+    PROMPT_FORMATS,
     ClauseSplitter,
     Passage,
     PromptInputError,
@@ -65,8 +68,8 @@ def test_newline_cuts():
 def test_prompt_prefix_first_then_passages_history_question():
     passages = [Passage("Manual", "Press  the\nred button."), Passage("", "Second.")]
     prompt = build_prompt("  How do I   start? ", passages, ["What is it?"])
-    assert prompt.startswith(PROMPT_PREFIX)
-    tail = prompt[len(PROMPT_PREFIX) :]
+    assert prompt.startswith(ONESHOT_PREFIX)
+    tail = prompt[len(ONESHOT_PREFIX) :]
     assert tail == (
         "Passages:\n[1] Manual: Press the red button.\n[2] Second.\n"
         "Earlier question: What is it?\nQuestion: How do I start?\nAnswer:"
@@ -138,3 +141,33 @@ def test_first_clause_can_be_shorter_than_the_rest():
     splitter = ClauseSplitter(max_words=24, first_max_words=8)
     text = " ".join(f"w{i}" for i in range(40)) + " "
     assert [len(c.split()) for c in splitter.feed(text)] == [8, 24]
+
+
+def test_chatml_prompt_has_system_user_and_an_open_assistant_turn():
+    passages = [Passage("Lamp", "Hold the button for 3 s."), Passage("", "Other.")]
+    prompt = build_prompt(" How do I  reset it? ", passages, ["What is the lamp?"], "chatml")
+    system, user, assistant = prompt.split("<|im_end|>\n")
+    assert system == f"<|im_start|>system\n{CHATML_SYSTEM}" and NO_ANSWER in CHATML_SYSTEM
+    assert user == (
+        "<|im_start|>user\nPassages:\n[1] Lamp: Hold the button for 3 s.\n[2] Other.\n"
+        "\nEarlier questions in this conversation:\n- What is the lamp?\n"
+        "\nQuestion: How do I reset it?"
+    )
+    assert assistant == "<|im_start|>assistant\n"
+
+
+def test_every_format_puts_the_question_last_and_shares_the_prefix():
+    # What comes before the question is the same for two questions over the same passages,
+    # so an engine's KV cache of it can be reused.
+    passages = [Passage("Lamp", "Hold the button for 3 s.")]
+    for name in PROMPT_FORMATS:
+        a = build_prompt("first question?", passages, [], name)
+        b = build_prompt("another one?", passages, [], name)
+        shared = a[: a.index("first question?")]
+        assert b.startswith(shared), name
+        assert build_prompt("q", [], [], name).count("(none)") == 1  # no passages is said, not silent
+
+
+def test_formats_stop_where_their_models_end_a_turn():
+    assert "\n" in PROMPT_FORMATS["oneshot"].defaults.stop
+    assert "<|im_end|>" in PROMPT_FORMATS["chatml"].defaults.stop

@@ -5,19 +5,20 @@ server's own gRPC port (``voicebot/serving/loopback.py`` says why not BLS)."""
 import json
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from voicebot import contract as c
+from voicebot.llms import UnknownModel, prompt_format_of
 from voicebot.pipeline import AnswerPipeline, TextPiece
 from voicebot.sampling import parse_sampling_parameters
 from voicebot.serving import metrics
-from voicebot.serving.config import ConfigError, param
+from voicebot.serving.config import ConfigError, param, read_sidecar
 from voicebot.serving.loopback import Loopback
 from voicebot.serving.triton_io import RequestError, StreamWorkers, bytes_tensor, input_scalar, input_text
 from voicebot.text import (
-    ANSWER_DEFAULTS,
     MAX_HISTORY_JSON_BYTES,
     MAX_PASSAGES_JSON_BYTES,
     MAX_QUESTION_CHARS,
@@ -33,13 +34,16 @@ class TritonPythonModel:
         try:
             max_in_flight = param(config, "max_in_flight", 16)
             stall_timeout_s = param(config, "stall_timeout_s", 120.0)
-        except ConfigError as exc:
+            # The prompt follows the model that `llm` (beside this model in the repository) serves.
+            llm_dir = Path(args["model_repository"]).parent / c.LLM.name / "1"
+            prompt_format = prompt_format_of(read_sidecar(llm_dir))
+        except (ConfigError, UnknownModel) as exc:
             raise pb_utils.TritonModelException(f"voice_answer: {exc}") from None
         self.first_audio = metrics.histogram(
             metrics.VOICE_FIRST_AUDIO, "Time from request to first audio chunk", args, metrics.LATENCY_BUCKETS
         )
         self.loopback = Loopback(stall_timeout_s=stall_timeout_s)
-        self.pipeline = AnswerPipeline(self.loopback.llm_deltas, self.loopback.tts_chunks)
+        self.pipeline = AnswerPipeline(self.loopback.llm_deltas, self.loopback.tts_chunks, prompt_format=prompt_format)
         self.workers = StreamWorkers(pb_utils.Logger.log_error, max_in_flight)
 
     def execute(self, requests):
@@ -55,7 +59,8 @@ class TritonPythonModel:
             input_text(request, c.HISTORY, MAX_HISTORY_JSON_BYTES, required=False, allow_empty=True)
         )
         params = parse_sampling_parameters(
-            input_text(request, c.SAMPLING_PARAMETERS, 4096, required=False, allow_empty=True), ANSWER_DEFAULTS
+            input_text(request, c.SAMPLING_PARAMETERS, 4096, required=False, allow_empty=True),
+            self.pipeline.prompt_format.defaults,
         )
         speak = bool(input_scalar(request, c.SPEAK, bool, True))
         request_id = request.request_id() or uuid.uuid4().hex[:12]
