@@ -51,10 +51,19 @@ class Answerer(Protocol):
     ) -> AsyncIterator[TextDelta | AudioChunk]: ...
 
 
+def passage_title(hit: SearchHit) -> str:
+    """What the prompt calls a passage: its document, and its section when that says more."""
+    title = hit.title.strip()
+    heading = hit.heading.strip()
+    if heading and heading.lower() not in title.lower():
+        title = f"{title} — {heading}" if title else heading
+    return title[:300]
+
+
 def passages_json(hits: Sequence[SearchHit]) -> str:
     """The ``passages`` input, within what voice_answer takes (``voicebot.text``'s limits)."""
     items = [
-        {"id": f"{h.document_id}#{h.chunk_id}", "title": h.title[:300], "text": h.text[:MAX_PASSAGE_CHARS]}
+        {"id": f"{h.document_id}#{h.chunk_id}", "title": passage_title(h), "text": h.text[:MAX_PASSAGE_CHARS]}
         for h in hits[:MAX_PASSAGES]
     ]
     return json.dumps(items, ensure_ascii=False)
@@ -113,7 +122,7 @@ class TritonServices:
 
     async def retrieve(self, query: str, k: int, request_id: str) -> list[SearchHit]:
         vector = (await self.embed([query], request_id))[0]
-        return await asyncio.to_thread(self.index.search, vector, k)
+        return await asyncio.to_thread(self.index.search, vector, k, query)
 
     async def answer(
         self, question: str, passages: Sequence[SearchHit], history: Sequence[str], speak: bool, request_id: str

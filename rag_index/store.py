@@ -58,7 +58,23 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks(document_id);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO state VALUES ('generation', 0);
+-- Lexical search beside FAISS: exact numbers, names and section titles are where an
+-- embedding alone misses. Kept in step with `chunks` by triggers, inside the same transactions.
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(title, heading, text, tokenize='porter unicode61');
+CREATE TRIGGER IF NOT EXISTS chunks_fts_insert AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts(rowid, title, heading, text)
+    VALUES (new.id, (SELECT title FROM documents WHERE id = new.document_id), new.heading, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS chunks_fts_delete AFTER DELETE ON chunks BEGIN
+    DELETE FROM chunks_fts WHERE rowid = old.id;
+END;
 """
+# Reciprocal rank fusion (Cormack et al., 2009): score = sum of 1 / (RRF_K + rank) over the
+# two rankings; 60 is the constant of the paper, insensitive in practice.
+RRF_K = 60
+CANDIDATES = 24  # how deep each ranking is read before fusing (at least 4 × k)
+# Title, heading and body weights for BM25: a question that names a section should find it.
+BM25_WEIGHTS = (2.0, 2.0, 1.0)
 
 
 class Embedder(Protocol):
@@ -107,6 +123,28 @@ def safe_source_name(filename: str) -> str:
     return name[:200] or "document"
 
 
+def fts_query(text: str) -> str:
+    """An FTS5 query that matches any of the question's content words (each quoted, so no
+    word is read as FTS syntax)."""
+    from voicebot.text import STOPWORDS, iter_words
+
+    words = dict.fromkeys(w.strip("'") for w in iter_words(text) if w not in STOPWORDS)
+    return " OR ".join(f'"{w}"' for w in words if w)
+
+
+def lexical_ranking(db: sqlite3.Connection, text: str, depth: int) -> list[int]:
+    """Chunk ids by BM25 over title, heading and text, best first."""
+    query = fts_query(text)
+    if not query:
+        return []
+    weights = ", ".join(map(str, BM25_WEIGHTS))
+    rows = db.execute(
+        f"SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts, {weights}) LIMIT ?",
+        (query, depth),
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
 class DocumentIndex:
     """Add, delete, list and search documents. Thread-safe; several processes may share it."""
 
@@ -130,6 +168,7 @@ class DocumentIndex:
         self._generation = -1
         with self._lock:
             self._refresh()
+        self._lexical_ready()
 
     # ------------------------------------------------------------------ reading
 
@@ -165,26 +204,45 @@ class DocumentIndex:
     def chunk_count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
 
-    def search(self, query: str | np.ndarray, k: int = 3) -> list[SearchHit]:
-        vector = self._embed([query])[0] if isinstance(query, str) else np.asarray(query, dtype=np.float32)
+    def search(
+        self, query: str | np.ndarray, k: int = 3, text: str | None = None, lexical: bool = True
+    ) -> list[SearchHit]:
+        """The ``k`` best chunks for a question: dense (FAISS) and lexical (FTS5 BM25) rankings,
+        fused by reciprocal rank. ``query`` is the question or its embedding; with an embedding,
+        ``text`` is the question for the lexical side. ``score`` is the cosine similarity."""
+        if isinstance(query, str):
+            text = query if text is None else text
+            vector = self._embed([query])[0]
+        else:
+            vector = np.asarray(query, dtype=np.float32)
         vector = vector.reshape(1, EMBEDDING_DIM)
         with self._lock:
             self._refresh()
             if self._faiss is None or self._faiss.ntotal == 0:
                 return []
-            scores, ids = self._faiss.search(vector, min(k, self._faiss.ntotal))
+            depth = min(max(CANDIDATES, 4 * k), self._faiss.ntotal)
+            _, ids = self._faiss.search(vector, depth)
+            dense = [int(i) for i in ids[0] if i >= 0]
+            words = lexical_ranking(self._db, text, depth) if lexical and text else []
+        fused: dict[int, float] = {}
+        for ranking in (dense, words):
+            for rank, chunk_id in enumerate(ranking):
+                fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
+        best = sorted(fused, key=lambda i: (-fused[i], i))[:k]
+        return self._hits(best, vector[0])
+
+    def _hits(self, chunk_ids: list[int], vector: np.ndarray) -> list[SearchHit]:
         hits = []
-        for score, chunk_id in zip(scores[0], ids[0], strict=True):
-            if chunk_id < 0:
-                continue
+        for chunk_id in chunk_ids:
             row = self._db.execute(
-                "SELECT c.id, c.document_id, d.title, d.source, c.heading, c.text FROM chunks c "
+                "SELECT c.id, c.document_id, d.title, d.source, c.heading, c.text, c.embedding FROM chunks c "
                 "JOIN documents d ON d.id = c.document_id WHERE c.id = ?",
-                (int(chunk_id),),
+                (chunk_id,),
             ).fetchone()
             if row is not None:
-                chunk, doc, title, source, heading, text = row
-                hits.append(SearchHit(chunk, doc, title, source, heading, text, float(score)))
+                chunk, doc, title, source, heading, text, blob = row
+                score = float(np.frombuffer(blob, dtype=np.float32) @ vector)
+                hits.append(SearchHit(chunk, doc, title, source, heading, text, score))
         return hits
 
     # ------------------------------------------------------------------ writing
@@ -271,6 +329,19 @@ class DocumentIndex:
             self._db.close()
 
     # ------------------------------------------------------------------ internals
+
+    def _lexical_ready(self) -> None:
+        """Fill the FTS table once for an index written before it existed."""
+        if self._db.execute("SELECT 1 FROM state WHERE key = 'fts'").fetchone():
+            return
+        with self._write() as db:
+            if not db.execute("SELECT 1 FROM state WHERE key = 'fts'").fetchone():
+                db.execute("DELETE FROM chunks_fts")
+                db.execute(
+                    "INSERT INTO chunks_fts(rowid, title, heading, text) "
+                    "SELECT c.id, d.title, c.heading, c.text FROM chunks c JOIN documents d ON d.id = c.document_id"
+                )
+                db.execute("INSERT INTO state VALUES ('fts', 1)")
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         if self.embedder is None:

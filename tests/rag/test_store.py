@@ -168,3 +168,53 @@ def test_ingest_reports_embedding_progress_per_chunk(index):
     words = " ".join(f"word{i}." for i in range(3000))
     index.add("long.txt", words.encode(), progress=lambda done, total: seen.append((done, total)))
     assert seen and seen[-1][0] == seen[-1][1] and all(a <= b for (a, _), (b, _) in itertools.pairwise(seen))
+
+
+class BlindEmbedder:
+    """Dense search at its worst: the chunk that holds the answer (it names a VLAN) is
+    orthogonal to every question, all other texts point the same way as the questions."""
+
+    def embed(self, texts):
+        out = np.zeros((len(texts), EMBEDDING_DIM), np.float32)
+        for row, text in enumerate(texts):
+            out[row, 1 if "VLAN is" in text else 0] = 1.0
+        return out
+
+
+def test_lexical_ranking_finds_exact_terms_that_dense_search_misses(tmp_path):
+    idx = DocumentIndex(tmp_path / "idx", BlindEmbedder())
+    filler = [
+        idx.add(f"f{n}.txt", f"General notes number {n} about nothing in particular.".encode())[0] for n in range(8)
+    ]
+    target, _ = idx.add("net.md", b"# Printers\nThe printer VLAN is 40 and its gateway is 10.20.40.1.")
+    hits = idx.search("Which VLAN do the printers use?", k=3)
+    assert hits[0].document_id == target.id and hits[0].heading == "Printers"
+    dense_only = idx.search("Which VLAN do the printers use?", k=3, lexical=False)
+    assert target.id not in {h.document_id for h in dense_only} and {h.document_id for h in dense_only} <= {
+        f.id for f in filler
+    }
+    assert hits[0].score == 0.0  # score stays the cosine similarity, whichever ranking found the chunk
+    # Section titles are searchable too (BM25 over title, heading and text).
+    assert idx.search("printers", k=1)[0].document_id == target.id
+    idx.delete(target.id)  # the FTS rows go with the chunks (trigger, same transaction)
+    assert target.id not in {h.document_id for h in idx.search("VLAN printers gateway", k=3)}
+    assert idx._db.execute("SELECT COUNT(*) FROM chunks_fts").fetchone()[0] == idx.chunk_count()
+    idx.close()
+
+
+def test_fts_query_quotes_every_word_and_drops_stopwords():
+    assert store_module.fts_query('What is "NEAR" the AND-gate? 10.20') == '"near" OR "gate" OR "10" OR "20"'
+    assert store_module.fts_query("what is the") == ""
+
+
+def test_an_index_from_before_lexical_search_is_filled_once(tmp_path):
+    path = tmp_path / "idx"
+    idx = DocumentIndex(path, BlindEmbedder())
+    idx.add("a.txt", b"The lighthouse keeper logs every storm.")
+    idx._db.execute("DELETE FROM chunks_fts")  # as an index written by the previous version
+    idx._db.execute("DELETE FROM state WHERE key = 'fts'")
+    idx.close()
+    reopened = DocumentIndex(path, BlindEmbedder())
+    assert reopened._db.execute("SELECT COUNT(*) FROM chunks_fts").fetchone()[0] == reopened.chunk_count()
+    assert store_module.lexical_ranking(reopened._db, "lighthouse storm", 5)
+    reopened.close()
