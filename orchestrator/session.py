@@ -105,6 +105,10 @@ class TurnRunner:
                 t_retrieval = time.perf_counter()
                 hits = await self.services.retriever.retrieve(query, self.settings.top_k, turn_id)
                 timings["retrieval_ms"] = _ms(time.perf_counter() - t_retrieval)
+                # The prompt gets the sentences of each chunk nearest the question, and the
+                # citations show exactly those: the passages the model saw.
+                words = self.settings.passage_words
+                prompt_hits = [replace(h, text=trim_passage(text, h.text, words)) for h in hits]
                 await send_event(
                     event(
                         EventType.CITATIONS,
@@ -113,17 +117,15 @@ class TurnRunner:
                                 "id": f"{h.document_id}#{h.chunk_id}",
                                 "document_id": h.document_id,
                                 "title": h.title,
+                                "heading": h.heading,
                                 "source": h.source,
                                 "text": h.text,
                                 "score": round(h.score, 4),
                             }
-                            for h in hits
+                            for h in prompt_hits
                         ],
                     )
                 )
-                # The citations carry whole chunks; the prompt only the sentences nearest the question.
-                words = self.settings.passage_words
-                prompt_hits = [replace(h, text=trim_passage(text, h.text, words)) for h in hits]
                 t_answer = time.perf_counter()
                 seq = 0
                 answered = False

@@ -108,7 +108,8 @@ function showCitations(items: Citation[]): void {
     const li = document.createElement("li");
     const details = document.createElement("details");
     const summary = document.createElement("summary");
-    summary.textContent = `[${n + 1}] ${c.title} — ${c.source}`;
+    const where = c.heading && c.heading !== c.title ? `${c.title} › ${c.heading}` : c.title;
+    summary.textContent = `[${n + 1}] ${where} — ${c.source}`;
     const passage = document.createElement("p");
     passage.textContent = c.text;
     details.append(summary, passage);

@@ -4,8 +4,9 @@ export interface Citation {
   id: string;
   document_id: string;
   title: string;
+  heading: string; // the section the passage comes from ("" when the document has none)
   source: string;
-  text: string;
+  text: string; // the sentences of the passage that the model saw
   score: number;
 }
 
