@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
 
     from voicebot.serving.config import ConfigError
-    from voicebot.serving.launcher import LaunchError, ServerOptions, TritonServer
+    from voicebot.serving.launcher import LaunchError, ServerOptions, TritonServer, limit_malloc_arenas
     from voicebot.serving.supervisor import Supervisor
 
     from .app import create_app
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     from .settings import Settings
 
     logs.configure(args.log_level)
+    limit_malloc_arenas()  # before uvicorn's and the index's threads allocate (docs/runtime-notes.md)
     try:
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
         settings = Settings(**overrides)

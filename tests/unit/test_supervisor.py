@@ -84,3 +84,14 @@ def test_old_restarts_leave_the_window() -> None:
         assert supervisor.restart_count == 3
     finally:
         server.stop()
+
+
+def test_server_processes_and_the_orchestrator_get_two_malloc_arenas(monkeypatch):
+    from voicebot.serving.launcher import MALLOC_ARENAS, TritonPaths, limit_malloc_arenas, server_env
+
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    paths = TritonPaths(server=Path("/x/tritonserver"), backend_dir=None, cache_dir=None, libs_dir=None)
+    assert server_env(paths)["GLIBC_TUNABLES"] == f"glibc.malloc.arena_max={MALLOC_ARENAS}"
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=4")  # an operator's own choice wins
+    assert server_env(paths)["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=4"
+    assert limit_malloc_arenas() is True  # glibc accepts the limit for this running process

@@ -106,9 +106,26 @@ def server_env(paths: TritonPaths) -> dict[str, str]:
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     # glibc gives each thread that allocates its own heap arena (up to 8 per core), and
     # tritonserver's gRPC and HTTP threads leave each arena fragmented: a 10-minute soak grew
-    # its RSS 11% with the default and 4.4% with two arenas (docs/runtime-notes.md).
-    env.setdefault("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
+    # its RSS 11% with the default and 4.4-5% with two arenas (docs/runtime-notes.md).
+    env.setdefault("GLIBC_TUNABLES", f"glibc.malloc.arena_max={MALLOC_ARENAS}")
     return env
+
+
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """The same limit for this (already running) process's later threads; False where the
+    C library is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(_M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):
+        return False
 
 
 @dataclass
