@@ -251,7 +251,8 @@ def build_prompt(
     return PROMPT_FORMATS[prompt_format].render(question, passages, history)
 
 
-_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+")
+# A sentence ends at .!? before whitespace, or at a line break (PDF and list text has no periods).
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\s*\n\s*")
 _STOPWORD_TEXT = (
     "a an the of to in on for and or is are was were be by with as at it this that what which who how when why "
     "do does did can i you my your from about"
@@ -259,19 +260,29 @@ _STOPWORD_TEXT = (
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
 
+def match_key(word: str) -> str:
+    """A crude stem for matching a question's words in a passage: no plural s, at most six
+    letters ("printers"/"printer", "installed"/"install", "configures"/"configuration")."""
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        word = word[:-1]
+    return word[:6]
+
+
+def _keys(text: str) -> list[str]:
+    return [match_key(w) for w in iter_words(text)]
+
+
 def trim_passage(question: str, text: str, max_words: int) -> str:
     """The sentences of ``text`` that share the most words with the question, in their
     original order, within ``max_words``. Prompt tokens are most of the time to first token
-    on a CPU, and most of a 200-word chunk does not bear on the question."""
-    words = text.split()
-    if max_words <= 0 or len(words) <= max_words:
+    on a CPU, and most of a 200-word chunk does not bear on the question. A sentence longer
+    than the whole budget gives the window of it that holds the most of the question's words."""
+    if max_words <= 0 or len(text.split()) <= max_words:
         return text
-    wanted = {w for w in iter_words(question) if w not in STOPWORDS}
-    sentences = [s for s in _SENTENCE_SPLIT.split(" ".join(words)) if s]
-    ranked = sorted(
-        range(len(sentences)),
-        key=lambda i: (-len(wanted & set(iter_words(sentences[i]))), i),
-    )
+    wanted = {match_key(w) for w in iter_words(question) if w not in STOPWORDS}
+    sentences = [" ".join(s.split()) for s in _SENTENCE_SPLIT.split(text) if s.strip()]
+    overlap = [len(wanted & set(_keys(s))) for s in sentences]
+    ranked = sorted(range(len(sentences)), key=lambda i: (-overlap[i], i))
     keep: set[int] = set()
     budget = max_words
     for i in ranked:
@@ -281,9 +292,28 @@ def trim_passage(question: str, text: str, max_words: int) -> str:
             budget -= size
         if budget < 5:
             break
-    if not keep:  # one sentence longer than the budget: its first words
-        return " ".join(sentences[ranked[0]].split()[:max_words])
+    best = ranked[0]
+    if best not in keep:  # the best sentence alone is over the budget: its best window
+        return _best_window(sentences[best].split(), wanted, max_words)
     return " ".join(sentences[i] for i in sorted(keep))
+
+
+def _best_window(words: list[str], wanted: set[str], size: int) -> str:
+    """The ``size`` words holding the most of ``wanted``; among equals, the one that starts a
+    quarter of its length before the first of them (an answer mostly follows the words a
+    question shares with it)."""
+    hits = [i for i, w in enumerate(words) if match_key(w.lower().strip(".,;:!?()[]\"'")) in wanted]
+    if not hits:
+        return " ".join(words[:size])
+    best: tuple[int, int] | None = None
+    start = 0
+    for first in hits:
+        begin = max(0, min(first - size // 4, len(words) - size))
+        inside = sum(1 for h in hits if begin <= h < begin + size)
+        key = (inside, -abs(first - begin - size // 4))
+        if best is None or key > best:
+            best, start = key, begin
+    return " ".join(words[start : start + size])
 
 
 def iter_words(text: str) -> Iterator[str]:
@@ -291,15 +321,21 @@ def iter_words(text: str) -> Iterator[str]:
     yield from re.findall(r"[a-z0-9']+", text.lower())
 
 
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Word-level Levenshtein distance over the reference length (0.0 is perfect)."""
+def word_edits(reference: str, hypothesis: str) -> tuple[int, int]:
+    """Word-level Levenshtein distance and the reference's length in words."""
     ref, hyp = list(iter_words(reference)), list(iter_words(hypothesis))
-    if not ref:
-        return 0.0 if not hyp else 1.0
     previous = list(range(len(hyp) + 1))
     for i, r in enumerate(ref, start=1):
         current = [i] + [0] * len(hyp)
         for j, h in enumerate(hyp, start=1):
             current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h))
         previous = current
-    return previous[-1] / len(ref)
+    return previous[-1], len(ref)
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word edits over the reference length (0.0 is perfect)."""
+    edits, words = word_edits(reference, hypothesis)
+    if not words:
+        return 0.0 if not list(iter_words(hypothesis)) else 1.0
+    return edits / words

@@ -171,3 +171,23 @@ def test_every_format_puts_the_question_last_and_shares_the_prefix():
 def test_formats_stop_where_their_models_end_a_turn():
     assert "\n" in PROMPT_FORMATS["oneshot"].defaults.stop
     assert "<|im_end|>" in PROMPT_FORMATS["chatml"].defaults.stop
+
+
+def test_trim_passage_matches_plurals_and_word_forms():
+    from voicebot.text import trim_passage
+
+    text = "The lobby has plants. " * 6 + "Each printer prints double-sided by default. " + "Coffee is free. " * 6
+    got = trim_passage("Do the printers print on both sides?", text, max_words=8)
+    assert got == "Each printer prints double-sided by default."
+
+
+def test_trim_passage_splits_lines_and_windows_one_long_sentence():
+    from voicebot.text import trim_passage
+
+    # PDF text: lines without periods are sentences of their own
+    lines = "\n".join(["Header line of the page with words"] * 5 + ["The default weight value is 50"] + ["more"] * 5)
+    assert "default weight value is 50" in trim_passage("What is the default weight?", lines, max_words=10)
+    # One sentence longer than the budget: the window with the question's words, not its first words
+    long = " ".join(["filler"] * 80 + ["the", "operator", "uid", "was", "37"] + ["filler"] * 80)
+    got = trim_passage("What uid did the operator have?", long, max_words=12)
+    assert "operator uid was 37" in got and len(got.split()) == 12
