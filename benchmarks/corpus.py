@@ -39,11 +39,11 @@ def check_documents() -> list[Path]:
     return DOCUMENTS
 
 
-def speak(text: str, folder: Path, name: str) -> Path:
-    """espeak-ng at 130 words/min, resampled to 16 kHz mono 16-bit."""
+def speak(text: str, folder: Path, name: str, voice: str = "en-us", words_per_minute: int = 130) -> Path:
+    """espeak-ng (130 words/min by default), resampled to 16 kHz mono 16-bit."""
     folder.mkdir(parents=True, exist_ok=True)
     raw, out = folder / f"{name}.raw.wav", folder / f"{name}.wav"
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "130", "-w", str(raw), text], check=True)
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(words_per_minute), "-w", str(raw), text], check=True)
     subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(out)], check=True)
     return out
 

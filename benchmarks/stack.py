@@ -52,15 +52,18 @@ class ServedStack:
     def __init__(
         self,
         workdir: Path,
-        documents: list[Path],
+        documents: list[Path] | list[tuple[Path, str]],
         runtime: str = "bench",
         instances: list[str] | None = None,
+        profile: str = "cpu",
         **env: str,
     ) -> None:
         self.workdir = workdir
-        self.documents = documents
+        # (path, the name it is uploaded under): the name's suffix says the document's type
+        self.documents = [d if isinstance(d, tuple) else (d, d.name) for d in documents]
         self.triton = TritonServer(
             ServerOptions(
+                profile=profile,
                 http_port=free_port(),
                 grpc_port=free_port(),
                 metrics_port=free_port(),
@@ -99,8 +102,8 @@ class ServedStack:
                 stderr=open(self.workdir / "orchestrator.log", "wb"),
             )
             wait_http(f"{self.base}/healthz")
-            for doc in self.documents:
-                upload(self.base, doc)
+            for path, name in self.documents:
+                upload(self.base, path, name)
         except BaseException:
             self.__exit__()
             raise

@@ -23,6 +23,8 @@ class TurnResult:
     error: str = ""
     transcript: str = ""
     cited: list[str] = field(default_factory=list)
+    passages: list[str] = field(default_factory=list)  # the cited text, as the model saw it
+    scores: list[float] = field(default_factory=list)  # their cosine similarity to the question
     answer: str = ""
     voice_to_first_audio_s: float = -1.0  # stop sent -> first audio byte received
     total_s: float = -1.0  # stop sent -> done received
@@ -32,20 +34,26 @@ class TurnResult:
         return self.__dict__
 
 
-async def voice_turn(url: str, audio: bytes, question: str, concurrency: int, timeout: float = 180) -> TurnResult:
+async def voice_turn(
+    url: str, audio: bytes | None, question: str, concurrency: int, timeout: float = 180
+) -> TurnResult:
+    """One turn on a new connection: ``audio`` streamed in real time, or (``None``) the question typed."""
     result = TurnResult(question=question, concurrency=concurrency, ok=False)
     try:
         async with websockets.connect(url, max_size=1 << 22) as ws:
-            await ws.send(
-                json.dumps({"type": EventType.START, "sample_rate": STT_SAMPLE_RATE, "encoding": "pcm_s16le"})
-            )
-            began = time.monotonic()
-            for n in range(0, len(audio), FRAME_BYTES):
-                await ws.send(audio[n : n + FRAME_BYTES])
-                delay = began + (n // FRAME_BYTES + 1) * 0.02 - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            await ws.send(json.dumps({"type": EventType.STOP}))
+            if audio is None:
+                await ws.send(json.dumps({"type": EventType.TEXT, "text": question, "speak": True}))
+            else:
+                await ws.send(
+                    json.dumps({"type": EventType.START, "sample_rate": STT_SAMPLE_RATE, "encoding": "pcm_s16le"})
+                )
+                began = time.monotonic()
+                for n in range(0, len(audio), FRAME_BYTES):
+                    await ws.send(audio[n : n + FRAME_BYTES])
+                    delay = began + (n // FRAME_BYTES + 1) * 0.02 - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                await ws.send(json.dumps({"type": EventType.STOP}))
             stopped = time.monotonic()
             deadline = stopped + timeout
             while True:
@@ -60,6 +68,8 @@ async def voice_turn(url: str, audio: bytes, question: str, concurrency: int, ti
                     result.transcript = event["text"]
                 elif kind == EventType.CITATIONS:
                     result.cited = [item["source"] for item in event["items"]]
+                    result.passages = [item["text"] for item in event["items"]]
+                    result.scores = [item["score"] for item in event["items"]]
                 elif kind == EventType.TOKEN:
                     result.answer += event["text"]
                 elif kind == EventType.ERROR:
