@@ -42,7 +42,10 @@ import eval_set  # noqa: E402
 from stack import ServedStack  # noqa: E402
 from voice_e2e import TurnResult, voice_turn  # noqa: E402
 
-from voicebot.serving.repository import load_profile  # noqa: E402
+from orchestrator.settings import Settings  # noqa: E402
+from voicebot import contract as c  # noqa: E402
+from voicebot.llms import DEFAULT_LLM  # noqa: E402
+from voicebot.serving.repository import load_profile, profile_orchestrator_defaults  # noqa: E402
 from voicebot.text import word_edits  # noqa: E402
 
 # What an answer that abstains says (normalized, eval_set.normalize); the prompt asks for the first.
@@ -91,7 +94,7 @@ class Scored:
             "answer": self.turn.answer,
             "cited": self.turn.cited,
             "scores": self.turn.scores,
-            "passages": self.turn.passages,
+            "seen": self.turn.passages,
             "ok": self.turn.ok,
             "error": self.turn.error,
             "wer_errors": self.wer_errors,
@@ -177,8 +180,8 @@ def render(rows: list[Scored], t: Totals, setup: dict[str, str], command: str) -
     lines = [
         f"# Eval {setup['date']} on {setup['host']}: profile `{setup['profile']}`",
         "",
-        f"Command: `{command}`. LLM `{setup['llm']}`, Whisper `{setup['whisper']}`, top-k {setup['top_k']}, "
-        f"{setup['passage_words']} words per passage, questions {setup['mode']}.",
+        f"Command: `{command}`. LLM `{setup['language_model']}`, Whisper `{setup['speech_model']}`, "
+        f"top-k {setup['top_k']}, {setup['passage_words']} words per passage, questions {setup['mode']}.",
         "",
         "| answerable | unanswerable | WER | recall@k | answer in context | accuracy | abstention precision "
         "| abstention recall | false abstentions | first audio P50 / P90 | errors |",
@@ -218,13 +221,20 @@ def check_documents() -> list[tuple[Path, str]]:
     return [(d.path, d.name) for d in eval_set.DOCUMENTS]
 
 
+DEFAULTS = {
+    "top_k": Settings.model_fields["top_k"].default,
+    "passage_words": Settings.model_fields["passage_words"].default,
+}
+
+
 def describe(profile: str) -> dict[str, str]:
     deploys = load_profile(profile)
-    llm = deploys["llm"].sidecar if "llm" in deploys else {}
-    whisper = deploys["whisper_stt"].sidecar if "whisper_stt" in deploys else {}
+    llm = deploys[c.LLM.name].sidecar if c.LLM.name in deploys else {}
+    stt = deploys[c.WHISPER_STT.name].sidecar if c.WHISPER_STT.name in deploys else {}
+    engine_args = llm.get("engine_args", {})
     return {
-        "llm": str(llm.get("llama_cpp", {}).get("model") or llm.get("engine_args", {}).get("model") or "gemma-3-270m"),
-        "whisper": str(whisper.get("model", "tiny.en")),
+        "language_model": str(llm.get("llama_cpp", {}).get("model") or engine_args.get("model") or DEFAULT_LLM),
+        "speech_model": str(stt.get("model", "tiny.en")),
     }
 
 
@@ -250,8 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "host": platform.node(),
         "profile": args.profile,
-        "top_k": os.environ.get("VOICEBOT_TOP_K", "3"),
-        "passage_words": os.environ.get("VOICEBOT_PASSAGE_WORDS", "60"),
+        **{
+            key: os.environ.get(f"VOICEBOT_{key.upper()}", str(value))
+            for key, value in {**DEFAULTS, **profile_orchestrator_defaults(args.profile)}.items()
+        },
         "mode": "typed" if args.typed else "spoken (espeak-ng, real time)",
         **describe(args.profile),
     }

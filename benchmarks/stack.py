@@ -59,6 +59,7 @@ class ServedStack:
         **env: str,
     ) -> None:
         self.workdir = workdir
+        self.profile = profile
         # (path, the name it is uploaded under): the name's suffix says the document's type
         self.documents = [d if isinstance(d, tuple) else (d, d.name) for d in documents]
         self.triton = TritonServer(
@@ -95,7 +96,7 @@ class ServedStack:
             self.env["VOICEBOT_TRITON_GRPC_URL"] = self.triton.grpc_url
             self.env["VOICEBOT_TRITON_HTTP_URL"] = self.triton.http_url
             self.orchestrator = subprocess.Popen(
-                [sys.executable, "-m", "orchestrator", "--log-level", "WARNING"],
+                [sys.executable, "-m", "orchestrator", "--log-level", "WARNING", "--profile", self.profile],
                 env=self.env,
                 cwd=self.workdir,
                 stdout=subprocess.DEVNULL,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 
@@ -15,7 +16,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=None, help="bind address (VOICEBOT_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (VOICEBOT_PORT, default 8080)")
     parser.add_argument(
-        "--profile", default="cpu", help="with --with-triton: deployment profile (triton/profiles/<name>.json)"
+        "--profile",
+        default="cpu",
+        help="deployment profile (triton/profiles/<name>.json): Triton's models with --with-triton, and the"
+        " retrieval settings it chooses (VOICEBOT_* variables win)",
     )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -25,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from voicebot.serving.config import ConfigError
     from voicebot.serving.launcher import LaunchError, ServerOptions, TritonServer, limit_malloc_arenas
+    from voicebot.serving.repository import profile_orchestrator_defaults
     from voicebot.serving.supervisor import Supervisor
 
     from .app import create_app
@@ -34,8 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(args.log_level)
     limit_malloc_arenas()  # before uvicorn's and the index's threads allocate (docs/runtime-notes.md)
     try:
-        overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+        overrides = {
+            key: value
+            for key, value in profile_orchestrator_defaults(args.profile).items()
+            if f"VOICEBOT_{key.upper()}" not in os.environ
+        }
+        overrides.update({k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None})
         settings = Settings(**overrides)
+    except ConfigError as exc:
+        print(f"invalid profile: {exc}", file=sys.stderr)
+        return 2
     except ValidationError as exc:
         print(f"invalid settings:\n{exc}", file=sys.stderr)
         return 2

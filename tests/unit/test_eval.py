@@ -90,7 +90,9 @@ def test_totals_count_accuracy_recall_context_and_abstention_apart():
     report = evaluation.render(
         rows,
         t,
-        dict.fromkeys(["date", "host", "profile", "llm", "whisper", "top_k", "passage_words", "mode"], "x"),
+        dict.fromkeys(
+            ["date", "host", "profile", "language_model", "speech_model", "top_k", "passage_words", "mode"], "x"
+        ),
         "cmd",
     )
     assert "| 3 | 2 | 0.037 | 67% | 67% | 33% | 50% | 50% | 33% |" in report

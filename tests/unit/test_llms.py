@@ -7,6 +7,7 @@ import tomllib
 
 import pytest
 
+from voicebot import contract as c
 from voicebot import llms, weights
 from voicebot.serving.repository import PROFILES_DIR, PROJECT_ROOT, load_profile
 
@@ -94,14 +95,14 @@ def test_every_catalogued_model_has_its_extra_in_pyproject():
 def test_profiles_install_what_their_models_need(path):
     raw = json.loads(path.read_text())
     deploys = load_profile(str(path))
-    llm = deploys["llm"].sidecar if "llm" in deploys else {}
+    llm = deploys[c.LLM.name].sidecar if c.LLM.name in deploys else {}
     format_name = llms.prompt_format_of(llm)  # every profile's llm has a known prompt format
     assert format_name in ("oneshot", "chatml")
     model = llm.get("llama_cpp", {}).get("model")
     if model and llms.llm_spec(model).extra:
         assert llms.llm_spec(model).extra in raw.get("extras", [])
-    whisper = deploys["whisper_stt"].sidecar.get("model") if "whisper_stt" in deploys else None
-    if whisper == "base" and deploys["whisper_stt"].sidecar.get("device") != "cuda":
+    stt = deploys[c.WHISPER_STT.name].sidecar if c.WHISPER_STT.name in deploys else {}
+    if stt.get("model") == "base" and stt.get("device") != "cuda":
         assert "whisper-base" in raw.get("extras", [])
 
 

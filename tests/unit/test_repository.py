@@ -70,3 +70,19 @@ def test_typed_config_helpers(tmp_path):
     (tmp_path / "model.json").write_text("{oops")
     with pytest.raises(ConfigError, match="invalid JSON"):
         read_sidecar(tmp_path)
+
+
+def test_a_profile_chooses_retrieval_settings_and_names_bad_ones(tmp_path):
+    from voicebot.serving.repository import profile_orchestrator_defaults
+
+    assert profile_orchestrator_defaults("cpu") == {}
+    assert profile_orchestrator_defaults("cpu-quality") == {"top_k": 4, "passage_words": 90}
+    for body, message in [
+        ({"orchestrator": {"top_k": "4"}}, "top_k must be int"),
+        ({"orchestrator": {"api_token": "x"}}, "not a profile setting"),
+        ({"orchestra": {}}, "unknown keys"),
+    ]:
+        path = tmp_path / "p.json"
+        path.write_text(json.dumps(body))
+        with pytest.raises(ConfigError, match=message):
+            profile_orchestrator_defaults(str(path))

@@ -37,21 +37,52 @@ class ModelDeploy:
             raise ConfigError(f"profile: {model}.count must be an integer in [1, 16], got {self.count!r}")
 
 
-def load_profile(name_or_path: str) -> dict[str, ModelDeploy]:
-    """A profile by name (``cpu``, ``gpu``) or path, as per-model deploy settings."""
+# Orchestrator settings a profile may set (its defaults; VOICEBOT_* variables still win).
+PROFILE_ORCHESTRATOR_KEYS = {"top_k": int, "passage_words": int}
+
+
+def _profile_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if not path.suffix:
         path = PROFILES_DIR / f"{name_or_path}.json"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.json")))
         raise ConfigError(f"profile {name_or_path!r} not found (known: {known})")
+    return path
+
+
+def _read_profile(name_or_path: str) -> tuple[Path, dict[str, Any]]:
+    path = _profile_path(name_or_path)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: invalid JSON ({exc})") from None
-    unknown_top = set(raw) - {"description", "extras", "models"}
+    unknown_top = set(raw) - {"description", "extras", "orchestrator", "models"}
     if unknown_top:
-        raise ConfigError(f"{path}: unknown keys {sorted(unknown_top)} (a profile has description, extras, models)")
+        raise ConfigError(
+            f"{path}: unknown keys {sorted(unknown_top)} (a profile has description, extras, orchestrator, models)"
+        )
+    return path, raw
+
+
+def profile_orchestrator_defaults(name_or_path: str) -> dict[str, Any]:
+    """The orchestrator settings a profile chooses (``"orchestrator": {"top_k": 4}``)."""
+    path, raw = _read_profile(name_or_path)
+    values = raw.get("orchestrator", {})
+    for key, value in values.items():
+        kind = PROFILE_ORCHESTRATOR_KEYS.get(key)
+        if kind is None:
+            raise ConfigError(
+                f"{path}: orchestrator.{key} is not a profile setting ({', '.join(PROFILE_ORCHESTRATOR_KEYS)})"
+            )
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ConfigError(f"{path}: orchestrator.{key} must be {kind.__name__}, got {value!r}")
+    return dict(values)
+
+
+def load_profile(name_or_path: str) -> dict[str, ModelDeploy]:
+    """A profile by name (``cpu``, ``gpu``) or path, as per-model deploy settings."""
+    path, raw = _read_profile(name_or_path)
     extras = raw.get("extras", [])
     if not isinstance(extras, list) or not all(isinstance(e, str) for e in extras):
         raise ConfigError(f"{path}: extras must be a list of pyproject extra names")

@@ -1,0 +1,72 @@
+"""Retrieval alone on the eval's questions: recall@k and answer-in-context for each top-k,
+passage budget and ranking (dense, lexical fused), in-process and in seconds (no LLM, no speech).
+
+    .venv/bin/python benchmarks/retrieval_sweep.py [--k 3,4,5] [--words 0,60,80,120]
+
+This is how the orchestrator's defaults (``VOICEBOT_TOP_K``, ``VOICEBOT_PASSAGE_WORDS``) were
+chosen: the smallest prompt that keeps the answer in context. Questions are the typed text, so
+this is an upper bound for spoken ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import eval_set  # noqa: E402
+from eval import check_documents  # noqa: E402
+
+from rag_index import DocumentIndex  # noqa: E402
+from rag_index.embedders import LocalEmbedder  # noqa: E402
+from voicebot.text import trim_passage  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--k", default="3,4,5", help="top-k values")
+    parser.add_argument("--words", default="0,60,80,120", help="passage word budgets (0: whole chunks)")
+    args = parser.parse_args(argv)
+    ks = [int(x) for x in args.k.split(",")]
+    budgets = [int(x) for x in args.words.split(",")]
+
+    with tempfile.TemporaryDirectory(prefix="voicebot-sweep-") as work:
+        index = DocumentIndex(Path(work) / "index", LocalEmbedder())
+        for path, name in check_documents():
+            index.add(name, path.read_bytes())
+        answerable = [q for q in eval_set.QUESTIONS if q.source]
+        lines = [
+            f"{len(answerable)} answerable questions, {index.chunk_count()} chunks",
+            "",
+            "| ranking | k | words per passage | recall@k | answer in context | prompt words (mean) |",
+            "|---|---|---|---|---|---|",
+        ]
+        misses: dict[tuple[str, int, int], list[str]] = {}
+        for lexical in (False, True):
+            for k in ks:
+                hits = {q.id: index.search(q.text, k, lexical=lexical) for q in answerable}
+                recall = sum(q.source in {h.source for h in hits[q.id]} for q in answerable)
+                for words in budgets:
+                    seen = {q.id: [trim_passage(q.text, h.text, words) for h in hits[q.id]] for q in answerable}
+                    found = [q for q in answerable if eval_set.matches(" ".join(seen[q.id]), q)]
+                    size = sum(len(" ".join(v).split()) for v in seen.values()) / len(answerable)
+                    name = "dense + lexical (RRF)" if lexical else "dense only"
+                    misses[(name, k, words)] = [q.id for q in answerable if q not in found]
+                    lines.append(
+                        f"| {name} | {k} | {words or 'whole'} | {recall / len(answerable):.0%} "
+                        f"| {len(found) / len(answerable):.0%} | {size:.0f} |"
+                    )
+        index.close()
+    print("\n".join(lines))
+    print("\nnot in context:")
+    for key, ids in misses.items():
+        print(f"  {key}: {', '.join(ids) or '-'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
