@@ -11,7 +11,8 @@ in turn), streamed in real time over ``/v1/voice`` on a fresh connection, and sc
   a correct answer must say (the same test as below, applied to their text).
 - **Accuracy**: the answer says what the reference requires (``eval_set.matches``) and does not
   abstain; over the answerable questions.
-- **Abstention**: an answer abstains when it says it could not find the answer (:data:`ABSTAINS`).
+- **Abstention**: an answer abstains when it says it could not find the answer (:data:`ABSTAINS`), or
+  when the model said nothing (the ``no_answer`` error: the listener is told to ask another way).
   Precision: abstentions that were right (no document answers); recall: unanswerable questions
   abstained on; false abstentions: answerable questions abstained on.
 - **First audio**: Stop sent → first audio byte, as a listener waits for it.
@@ -44,6 +45,7 @@ from voice_e2e import TurnResult, voice_turn  # noqa: E402
 
 from orchestrator.settings import Settings  # noqa: E402
 from voicebot import contract as c  # noqa: E402
+from voicebot.contract import ErrorCode  # noqa: E402
 from voicebot.llms import DEFAULT_LLM  # noqa: E402
 from voicebot.serving.repository import load_profile, profile_orchestrator_defaults  # noqa: E402
 from voicebot.text import word_edits  # noqa: E402
@@ -110,7 +112,11 @@ class Scored:
 
 def score(question: eval_set.EvalQuestion, voice: str, turn: TurnResult, typed: bool) -> Scored:
     errors, words = (0, 0) if typed else word_edits(question.text, turn.transcript)
-    abstained = abstains(turn.answer)
+    if turn.error.startswith(f"{ErrorCode.NO_ANSWER}:"):
+        # The model said nothing and the listener heard "no answer, please ask another way":
+        # an abstention, not a failure of the stack.
+        turn.ok = True
+    abstained = abstains(turn.answer) or turn.error.startswith(f"{ErrorCode.NO_ANSWER}:")
     if question.source is None:
         return Scored(question, voice, turn, errors, words, None, None, None, abstained)
     return Scored(
@@ -238,6 +244,36 @@ def describe(profile: str) -> dict[str, str]:
     }
 
 
+def rescore(raw_path: Path, report: Path | None) -> int:
+    """The report of a finished run, from its raw rows, with today's scoring."""
+    raw = json.loads(raw_path.read_text())
+    by_id = {q.id: q for q in eval_set.QUESTIONS}
+    rows = []
+    for r in raw["rows"]:
+        turn = TurnResult(
+            question=r["question"],
+            concurrency=1,
+            ok=r["ok"],
+            error=r["error"],
+            transcript=r["transcript"],
+            cited=r["cited"],
+            passages=r["seen"],
+            scores=r["scores"],
+            answer=r["answer"],
+            voice_to_first_audio_s=r["first_audio_s"],
+            server=r["server_ms"],
+        )
+        rows.append(score(by_id[r["id"]], r["voice"], turn, raw["setup"]["mode"] == "typed"))
+    command = raw.get("command") or f"benchmarks/eval.py --profile {raw['setup']['profile']}"
+    text = render(
+        rows, totals(rows), raw["setup"], f"{command}; rescored: benchmarks/eval.py --rescore {raw_path.name}"
+    )
+    print(text)
+    if report is not None:
+        report.write_text(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="cpu", help="deployment profile (triton/profiles)")
@@ -245,7 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=0, help="only the first N questions (a quick look)")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds one turn may take")
     parser.add_argument("--report", type=Path, default=None, help="where to write the report")
+    parser.add_argument("--rescore", type=Path, default=None, help="score a run's raw JSON again (no stack)")
     args = parser.parse_args(argv)
+    if args.rescore is not None:
+        return rescore(args.rescore, args.report)
 
     documents = check_documents()
     questions = eval_set.QUESTIONS[: args.limit] if args.limit else eval_set.QUESTIONS
@@ -291,7 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     raw = out.parent / "raw"  # raw rows stay local (ignored)
     raw.mkdir(exist_ok=True)
     (raw / f"{out.stem}.json").write_text(
-        json.dumps({"setup": setup, "totals": result.__dict__, "rows": [r.row() for r in rows]}, indent=1)
+        json.dumps(
+            {"setup": setup, "command": command, "totals": result.__dict__, "rows": [r.row() for r in rows]}, indent=1
+        )
     )
     print(f"[eval] report: {out}", file=sys.stderr)
     return 1 if result.errors else 0

@@ -114,3 +114,11 @@ def test_the_question_set_is_what_the_issue_asks_for():
     assert all(q.expect for q in answerable) and not any(q.expect for q in eval_set.QUESTIONS if not q.source)
     assert len({q.id for q in eval_set.QUESTIONS}) == len(eval_set.QUESTIONS)
     assert len(eval_set.VOICES) >= 3
+
+
+def test_an_empty_answer_is_an_abstention_not_an_error():
+    adm = eval_set.q("logs", "Which group?", "users.html", "adm")
+    silent = turn("", ["users.html"], ["adm"], -1.0, ok=False)
+    silent.error = "no_answer: The model gave no answer; please ask another way."
+    row = evaluation.score(adm, "v", silent, True)
+    assert row.abstained and row.correct is False and evaluation.totals([row]).errors == 0
