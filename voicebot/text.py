@@ -181,7 +181,9 @@ ONESHOT_PREFIX = (
     "[1] Tides: Tides are caused mainly by the gravity of the Moon pulling on the oceans.\n"
     "[2] Coffee: Coffee beans are the roasted seeds of the coffee plant.\n"
     "Question: What causes the tides?\n"
-    "Answer: Tides are caused mainly by the Moon's gravity [1].\n\n"
+    "Answer: Tides are caused mainly by the Moon's gravity [1].\n"
+    "Question: Who invented the telescope?\n"
+    f"Answer: {NO_ANSWER}\n\n"
 )
 
 
