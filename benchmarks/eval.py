@@ -112,11 +112,11 @@ class Scored:
 
 def score(question: eval_set.EvalQuestion, voice: str, turn: TurnResult, typed: bool) -> Scored:
     errors, words = (0, 0) if typed else word_edits(question.text, turn.transcript)
-    if turn.error.startswith(f"{ErrorCode.NO_ANSWER}:"):
-        # The model said nothing and the listener heard "no answer, please ask another way":
-        # an abstention, not a failure of the stack.
-        turn.ok = True
-    abstained = abstains(turn.answer) or turn.error.startswith(f"{ErrorCode.NO_ANSWER}:")
+    # The model said nothing and the listener heard "no answer, please ask another way":
+    # an abstention, not a failure of the stack.
+    silent = turn.error.startswith(f"{ErrorCode.NO_ANSWER}:")
+    turn.ok = turn.ok or silent
+    abstained = silent or abstains(turn.answer)
     if question.source is None:
         return Scored(question, voice, turn, errors, words, None, None, None, abstained)
     return Scored(

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from voicebot.contract import EMBEDDING_DIM
+from voicebot.text import STOPWORDS, iter_words
 
 from .chunking import chunk_sections
 from .documents import ParsedDocument, parse_document
@@ -126,8 +127,6 @@ def safe_source_name(filename: str) -> str:
 def fts_query(text: str) -> str:
     """An FTS5 query that matches any of the question's content words (each quoted, so no
     word is read as FTS syntax)."""
-    from voicebot.text import STOPWORDS, iter_words
-
     words = dict.fromkeys(w.strip("'") for w in iter_words(text) if w not in STOPWORDS)
     return " OR ".join(f'"{w}"' for w in words if w)
 

@@ -93,9 +93,6 @@ LLMS: dict[str, LlmSpec] = {
     ),
 }
 
-for _spec in LLMS.values():
-    assert _spec.prompt_format in PROMPT_FORMATS, _spec
-
 
 class UnknownModel(ValueError):
     pass

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .sampling import SamplingParams
-from .text import DEFAULT_PROMPT_FORMAT, FIRST_CLAUSE_WORDS, PROMPT_FORMATS, ClauseSplitter, Passage, build_prompt
+from .text import DEFAULT_PROMPT_FORMAT, FIRST_CLAUSE_WORDS, PROMPT_FORMATS, ClauseSplitter, Passage
 
 # prompt, sampling parameters, request id → text deltas
 LlmStream = Callable[[str, SamplingParams, str], AsyncGenerator[str, None]]
@@ -71,7 +71,7 @@ class AnswerPipeline:
         request_id: str,
     ) -> AsyncIterator[Piece]:
         """Text pieces in order and, with ``speak``, audio pieces in order, interleaved as they come."""
-        prompt = build_prompt(question, passages, history, self.prompt_format.name)  # the only place a prompt is built
+        prompt = self.prompt_format.render(question, passages, history)  # the only place a prompt is built
         if not speak:
             async with contextlib.aclosing(self._llm(prompt, params, f"{request_id}-llm")) as deltas:
                 async for delta in deltas:

@@ -305,7 +305,7 @@ def _best_window(words: list[str], wanted: set[str], size: int) -> str:
     """The ``size`` words holding the most of ``wanted``; among equals, the one that starts a
     quarter of its length before the first of them (an answer mostly follows the words a
     question shares with it)."""
-    hits = [i for i, w in enumerate(words) if match_key(w.lower().strip(".,;:!?()[]\"'")) in wanted]
+    hits = [i for i, w in enumerate(words) if wanted.intersection(_keys(w))]
     if not hits:
         return " ".join(words[:size])
     best: tuple[int, int] | None = None

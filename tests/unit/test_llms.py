@@ -10,6 +10,7 @@ import pytest
 from voicebot import contract as c
 from voicebot import llms, weights
 from voicebot.serving.repository import PROFILES_DIR, PROJECT_ROOT, load_profile
+from voicebot.text import PROMPT_FORMATS
 
 SLICES = [b"GGUF" + bytes(range(60)), bytes(64), b"tail-bytes"]
 
@@ -85,6 +86,7 @@ def test_a_tampered_cache_is_assembled_again(fake_parts):
 def test_every_catalogued_model_has_its_extra_in_pyproject():
     extras = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     for spec in llms.LLMS.values():
+        assert spec.prompt_format in PROMPT_FORMATS, spec.id
         if spec.weights is None:
             assert spec.extra is None
             continue
