@@ -41,7 +41,7 @@ sys.path.insert(0, str(HERE))
 import corpus  # noqa: E402
 import eval_set  # noqa: E402
 from stack import ServedStack  # noqa: E402
-from voice_e2e import TurnResult, voice_turn  # noqa: E402
+from voice_e2e import RELEASE_S, TurnResult, voice_turn  # noqa: E402
 
 from orchestrator.settings import Settings  # noqa: E402
 from voicebot import contract as c  # noqa: E402
@@ -107,6 +107,8 @@ class Scored:
             "abstained": self.abstained,
             "first_audio_s": self.turn.voice_to_first_audio_s,
             "server_ms": self.turn.server,
+            "speculation": self.turn.speculation,
+            "timeline": self.turn.timeline,
         }
 
 
@@ -182,6 +184,12 @@ def _mark(flag: bool | None) -> str:
     return "–" if flag is None else ("yes" if flag else "**no**")
 
 
+def speculation_counts(rows: list[Scored]) -> str:
+    """``hit 30, partial 5, miss 3, none 0`` over the turns that reported it."""
+    seen = [r.turn.speculation for r in rows if r.turn.speculation]
+    return ", ".join(f"{o} {seen.count(o)}" for o in ("hit", "partial", "miss", "none")) if seen else "not reported"
+
+
 def render(rows: list[Scored], t: Totals, setup: dict[str, str], command: str) -> str:
     lines = [
         f"# Eval {setup['date']} on {setup['host']}: profile `{setup['profile']}`",
@@ -196,14 +204,18 @@ def render(rows: list[Scored], t: Totals, setup: dict[str, str], command: str) -
         f"| {_pct(t.accuracy)} | {_pct(t.abstention_precision)} | {_pct(t.abstention_recall)} "
         f"| {_pct(t.false_abstentions)} | {t.first_audio_p50_s:.2f} s / {t.first_audio_p90_s:.2f} s | {t.errors} |",
         "",
-        "| id | voice | WER | recalled | in context | correct | abstained | first audio |",
-        "|---|---|---|---|---|---|---|---|",
+        f"Speculation during speech (prompt prefix prefilled before release): {speculation_counts(rows)}; "
+        f"{setup.get('release_s', '0')} s of silence streamed after each question before `stop`.",
+        "",
+        "| id | voice | WER | recalled | in context | correct | abstained | speculation | first audio |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         wer = f"{r.wer_errors}/{r.wer_words}" if r.wer_words else "–"
         lines.append(
             f"| {r.question.id} | {r.voice} | {wer} | {_mark(r.recalled)} | {_mark(r.in_context)} "
-            f"| {_mark(r.correct)} | {'yes' if r.abstained else 'no'} | {r.turn.voice_to_first_audio_s:.2f} s |"
+            f"| {_mark(r.correct)} | {'yes' if r.abstained else 'no'} | {r.turn.speculation or '–'} "
+            f"| {r.turn.voice_to_first_audio_s:.2f} s |"
         )
     wrong = [r for r in rows if r.correct is False or (r.question.source is None and not r.abstained)]
     lines += ["", "## Wrong answers", ""]
@@ -262,6 +274,8 @@ def rescore(raw_path: Path, report: Path | None) -> int:
             answer=r["answer"],
             voice_to_first_audio_s=r["first_audio_s"],
             server=r["server_ms"],
+            speculation=r.get("speculation", ""),
+            timeline=r.get("timeline", []),
         )
         rows.append(score(by_id[r["id"]], r["voice"], turn, raw["setup"]["mode"] == "typed"))
     command = raw.get("command") or f"benchmarks/eval.py --profile {raw['setup']['profile']}"
@@ -280,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--typed", action="store_true", help="type the questions instead of speaking them")
     parser.add_argument("--limit", type=int, default=0, help="only the first N questions (a quick look)")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds one turn may take")
+    parser.add_argument(
+        "--release-s", type=float, default=RELEASE_S, help="silence streamed after each question before stop"
+    )
     parser.add_argument("--report", type=Path, default=None, help="where to write the report")
     parser.add_argument("--rescore", type=Path, default=None, help="score a run's raw JSON again (no stack)")
     args = parser.parse_args(argv)
@@ -304,13 +321,14 @@ def main(argv: list[str] | None = None) -> int:
             for key, value in {**DEFAULTS, **profile_orchestrator_defaults(args.profile)}.items()
         },
         "mode": "typed" if args.typed else "spoken (espeak-ng, real time)",
+        "release_s": f"{args.release_s:g}",
         **describe(args.profile),
     }
     rows: list[Scored] = []
     print(f"[eval] {len(questions)} questions, profile {args.profile}", file=sys.stderr)
     with ServedStack(work, documents, runtime="eval", profile=args.profile) as stack:
         for n, (question, clip) in enumerate(zip(questions, clips, strict=True)):
-            turn = asyncio.run(voice_turn(stack.ws_url, clip, question.text, 1, args.timeout))
+            turn = asyncio.run(voice_turn(stack.ws_url, clip, question.text, 1, args.timeout, args.release_s))
             scored = score(question, voices[n], turn, args.typed)
             rows.append(scored)
             verdict = (

@@ -29,15 +29,28 @@ class TurnResult:
     voice_to_first_audio_s: float = -1.0  # stop sent -> first audio byte received
     total_s: float = -1.0  # stop sent -> done received
     server: dict[str, float] = field(default_factory=dict)  # the done event's timings, in ms
+    speculation: str = ""  # hit / partial / miss / none (done.speculation)
+    timeline: list[dict[str, Any]] = field(default_factory=list)  # done.timeline: what ran when
 
     def as_row(self) -> dict[str, Any]:
         return self.__dict__
 
 
+# A person releases push-to-talk a moment after the last word: this much silence is streamed
+# after each clip before `stop` (0 gives the old, harsher measure: stop on the last sample).
+RELEASE_S = 0.3
+
+
 async def voice_turn(
-    url: str, audio: bytes | None, question: str, concurrency: int, timeout: float = 180
+    url: str,
+    audio: bytes | None,
+    question: str,
+    concurrency: int,
+    timeout: float = 180,
+    release_s: float = RELEASE_S,
 ) -> TurnResult:
-    """One turn on a new connection: ``audio`` streamed in real time, or (``None``) the question typed."""
+    """One turn on a new connection: ``audio`` streamed in real time, then ``release_s`` of
+    silence, or (``None``) the question typed."""
     result = TurnResult(question=question, concurrency=concurrency, ok=False)
     try:
         async with websockets.connect(url, max_size=1 << 22) as ws:
@@ -48,6 +61,7 @@ async def voice_turn(
                     json.dumps({"type": EventType.START, "sample_rate": STT_SAMPLE_RATE, "encoding": "pcm_s16le"})
                 )
                 began = time.monotonic()
+                audio = audio + bytes(int(release_s * STT_SAMPLE_RATE) * 2)
                 for n in range(0, len(audio), FRAME_BYTES):
                     await ws.send(audio[n : n + FRAME_BYTES])
                     delay = began + (n // FRAME_BYTES + 1) * 0.02 - time.monotonic()
@@ -78,6 +92,8 @@ async def voice_turn(
                 elif kind == EventType.DONE:
                     result.total_s = time.monotonic() - stopped
                     result.server = event["timings"]
+                    result.speculation = event.get("speculation", "")
+                    result.timeline = event.get("timeline", [])
                     result.ok = True
                     return result
     except (OSError, TimeoutError, websockets.WebSocketException) as exc:
@@ -86,7 +102,11 @@ async def voice_turn(
 
 
 async def run_level(
-    url: str, clips: list[tuple[str, bytes]], concurrency: int, turns_per_session: int
+    url: str,
+    clips: list[tuple[str, bytes]],
+    concurrency: int,
+    turns_per_session: int,
+    release_s: float = RELEASE_S,
 ) -> list[TurnResult]:
     """``concurrency`` sessions at once, each asking ``turns_per_session`` questions in turn."""
 
@@ -94,7 +114,7 @@ async def run_level(
         out = []
         for k in range(turns_per_session):
             question, audio = clips[(offset + k) % len(clips)]
-            out.append(await voice_turn(url, audio, question, concurrency))
+            out.append(await voice_turn(url, audio, question, concurrency, release_s=release_s))
         return out
 
     batches = await asyncio.gather(*(session(i) for i in range(concurrency)))

@@ -5,7 +5,16 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 STAGE_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0)
-STAGES = ("stt", "retrieval", "llm_first_token", "tts_first_audio", "first_audio", "total", "partial_stt")
+STAGES = (
+    "stt",
+    "retrieval",
+    "llm_first_token",
+    "tts_first_audio",
+    "first_audio",
+    "total",
+    "partial_stt",
+    "prefill",
+)
 
 
 class Metrics:
@@ -23,6 +32,17 @@ class Metrics:
         )
         self.errors = Counter(
             "voicebot_errors_total", "Errors sent to clients, by code", ["code"], registry=self.registry
+        )
+        self.speculation = Counter(
+            "voicebot_speculation_total",
+            "Spoken turns by how much of the prompt a prefill during speech had ready (hit, partial, miss, none)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.transcript_reused = Counter(
+            "voicebot_transcript_reused_total",
+            "Spoken turns whose final transcript was the last partial (only silence came after it)",
+            registry=self.registry,
         )
         self.active_sessions = Gauge("voicebot_active_sessions", "Open voice sessions", registry=self.registry)
         self.index_documents = Gauge("voicebot_index_documents", "Documents in the index", registry=self.registry)

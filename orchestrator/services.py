@@ -47,8 +47,20 @@ class Retriever(Protocol):
 
 class Answerer(Protocol):
     def answer(
-        self, question: str, passages: Sequence[SearchHit], history: Sequence[str], speak: bool, request_id: str
+        self,
+        question: str,
+        passages: Sequence[SearchHit],
+        history: Sequence[str],
+        speak: bool,
+        request_id: str,
+        cache_key: str | None = None,
     ) -> AsyncIterator[TextDelta | AudioChunk]: ...
+
+    async def prefill(
+        self, question: str, passages: Sequence[SearchHit], history: Sequence[str], request_id: str, cache_key: str
+    ) -> None:
+        """Put the prompt up to the question into the LLM's cache under ``cache_key``."""
+        ...
 
 
 def passage_title(hit: SearchHit) -> str:
@@ -124,16 +136,38 @@ class TritonServices:
         vector = (await self.embed([query], request_id))[0]
         return await asyncio.to_thread(self.index.search, vector, k, query)
 
-    async def answer(
-        self, question: str, passages: Sequence[SearchHit], history: Sequence[str], speak: bool, request_id: str
-    ) -> AsyncIterator[TextDelta | AudioChunk]:
-        """Every answer, typed or spoken, through ``voice_answer`` (which builds the prompt)."""
-        values = {
+    @staticmethod
+    def _answer_inputs(
+        question: str, passages: Sequence[SearchHit], history: Sequence[str], cache_key: str | None
+    ) -> dict[str, object]:
+        values: dict[str, object] = {
             c.QUESTION: question,
             c.PASSAGES: passages_json(passages),
             c.HISTORY: json.dumps(list(history)[-MAX_HISTORY:], ensure_ascii=False),
-            c.SPEAK: speak,
         }
+        if cache_key:
+            values[c.CACHE_KEY] = cache_key
+        return values
+
+    async def prefill(
+        self, question: str, passages: Sequence[SearchHit], history: Sequence[str], request_id: str, cache_key: str
+    ) -> None:
+        values = {**self._answer_inputs(question, passages, history, cache_key), c.PREFILL: True}
+        bound = self.first_response_timeout_s
+        async for _ in wire.stream(self.client, c.VOICE_ANSWER, values, [c.TEXT_OUTPUT], request_id, bound, bound):
+            pass
+
+    async def answer(
+        self,
+        question: str,
+        passages: Sequence[SearchHit],
+        history: Sequence[str],
+        speak: bool,
+        request_id: str,
+        cache_key: str | None = None,
+    ) -> AsyncIterator[TextDelta | AudioChunk]:
+        """Every answer, typed or spoken, through ``voice_answer`` (which builds the prompt)."""
+        values = {**self._answer_inputs(question, passages, history, cache_key), c.SPEAK: speak}
         outputs = [c.TEXT_OUTPUT, c.AUDIO, c.SAMPLE_RATE] if speak else [c.TEXT_OUTPUT]
         async for result in wire.stream(
             self.client,

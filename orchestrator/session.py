@@ -17,11 +17,11 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
+from rag_index import SearchHit
 from voicebot.contract import STT_SAMPLE_RATE, ErrorCode, EventType
-from voicebot.text import trim_passage
 
 from .logs import turn_id as turn_id_var
 from .metrics import Metrics
@@ -39,6 +39,16 @@ from .protocol import (
 )
 from .services import Answerer, AudioChunk, Retriever, ServiceError, SpeechToText
 from .settings import Settings
+from .speculation import (
+    Levels,
+    Outcome,
+    PartialTranscript,
+    Span,
+    Speculation,
+    prompt_passages,
+    retrieval_query,
+    stable_order,
+)
 
 log = logging.getLogger("voicebot.session")
 
@@ -56,6 +66,22 @@ class Services:
     stt: SpeechToText
     retriever: Retriever
     answerer: Answerer
+
+
+@dataclass
+class Spoken:
+    """What a session knows of a recording when its turn starts: work done while the user spoke."""
+
+    started: float  # when the recording began (perf_counter): the timeline's zero
+    cache_key: str  # the session's: its prefill is kept for its answer
+    # The last partial transcript when only silence followed it (awaited if still running), else None.
+    reuse: Callable[[], Awaitable[str | None]] | None = None
+    speculation: Speculation | None = None
+    prefill: asyncio.Task[None] | None = None
+    spans: list[Span] = field(default_factory=list)
+
+    def span(self, stage: str, start: float, end: float) -> None:
+        self.spans.append(Span(stage, start - self.started, end - self.started))
 
 
 class TurnRunner:
@@ -78,6 +104,7 @@ class TurnRunner:
         speak: bool = True,
         began: float | None = None,
         turn_id: str | None = None,
+        spoken: Spoken | None = None,
     ) -> None:
         began = began if began is not None else time.perf_counter()
         turn_id = turn_id or uuid.uuid4().hex[:12]
@@ -87,8 +114,14 @@ class TurnRunner:
         try:
             async with asyncio.timeout(self.settings.turn_timeout_s):
                 if audio is not None:
-                    text = await self.services.stt.transcribe(audio, encoding, turn_id)
+                    text = await spoken.reuse() if spoken is not None and spoken.reuse is not None else None
+                    if text is not None:
+                        self.metrics.transcript_reused.inc()
+                    else:
+                        text = await self.services.stt.transcribe(audio, encoding, turn_id)
                     timings["stt_ms"] = _ms(time.perf_counter() - began)
+                    if spoken is not None:
+                        spoken.span("stt", began, time.perf_counter())
                     await send_event(event(EventType.TRANSCRIPT, text=text, final=True))
                     if not text:
                         await send_event(
@@ -100,15 +133,15 @@ class TurnRunner:
                 else:
                     timings["stt_ms"] = 0
                 assert text is not None
-                # A follow-up ("and the other one?") is retrieved together with the question before it.
-                query = f"{history[-1]} {text}" if history else text
                 t_retrieval = time.perf_counter()
+                query = retrieval_query(history, text)
                 hits = await self.services.retriever.retrieve(query, self.settings.top_k, turn_id)
                 timings["retrieval_ms"] = _ms(time.perf_counter() - t_retrieval)
-                # The prompt gets the sentences of each chunk nearest the question, and the
-                # citations show exactly those: the passages the model saw.
-                words = self.settings.passage_words
-                prompt_hits = [replace(h, text=trim_passage(text, h.text, words)) for h in hits]
+                prompt_hits = prompt_passages(hits, text, self.settings.passage_words)
+                outcome, prefilled = Outcome.NONE, 0
+                if spoken is not None:
+                    spoken.span("retrieval", t_retrieval, time.perf_counter())
+                    outcome, prefilled, prompt_hits = self._speculated(spoken, prompt_hits, history)
                 await send_event(
                     event(
                         EventType.CITATIONS,
@@ -129,7 +162,9 @@ class TurnRunner:
                 t_answer = time.perf_counter()
                 seq = 0
                 answered = False
-                async for item in self.services.answerer.answer(text, prompt_hits, list(history), speak, turn_id):
+                cache_key = spoken.cache_key if spoken is not None else None
+                answer = self.services.answerer.answer(text, prompt_hits, list(history), speak, turn_id, cache_key)
+                async for item in answer:
                     now = time.perf_counter()
                     if isinstance(item, AudioChunk):
                         if "tts_first_audio_ms" not in timings:
@@ -148,7 +183,17 @@ class TurnRunner:
                 timings["total_ms"] = _ms(time.perf_counter() - began)
                 for key in ("llm_first_token_ms", "tts_first_audio_ms", "first_audio_ms"):
                     timings.setdefault(key, -1)  # -1: that stage produced nothing (e.g. speak=false)
-                await send_event(event(EventType.DONE, turn_id=turn_id, timings=timings))
+                extra: dict[str, Any] = {}
+                if spoken is not None:
+                    self.metrics.speculation.labels(outcome.value).inc()
+                    if timings["first_audio_ms"] >= 0:
+                        spoken.span("first_audio", began, began + timings["first_audio_ms"] / 1000)
+                    extra = {
+                        "speculation": outcome.value,
+                        "prefilled_passages": prefilled,
+                        "timeline": [sp.as_ms() for sp in spoken.spans],
+                    }
+                await send_event(event(EventType.DONE, turn_id=turn_id, timings=timings, **extra))
                 self.metrics.observe_timings({k: v for k, v in timings.items() if v >= 0})
                 self.metrics.turns.labels(kind, "ok").inc()
                 log.info("turn done", extra={"timings": timings})
@@ -172,6 +217,21 @@ class TurnRunner:
             log.exception("turn failed")
             await send_event(error_event(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}"))
 
+    @staticmethod
+    def _speculated(
+        spoken: Spoken, final: list[SearchHit], history: deque[str]
+    ) -> tuple[Outcome, int, list[SearchHit]]:
+        """How much of the final passages was prefilled (the outcome and the number of passages
+        shared) and the passages in prompt order, those prefilled first. A prefill still running
+        for passages the answer will not use is stopped: the answer's own prefill needs the cores."""
+        if spoken.speculation is None:
+            return Outcome.NONE, 0, final
+        ordered = stable_order(spoken.speculation.passages, final)
+        outcome, shared = spoken.speculation.outcome(ordered, history)
+        if outcome == Outcome.MISS and spoken.prefill is not None and not spoken.prefill.done():
+            spoken.prefill.cancel()
+        return outcome, shared, ordered
+
 
 @dataclass
 class Recording:
@@ -180,6 +240,11 @@ class Recording:
     data: bytearray = field(default_factory=bytearray)
     partial_at: int = 0  # bytes already covered by the last partial transcript
     began: float = field(default_factory=time.perf_counter)
+    levels: Levels = field(default_factory=Levels)
+    heard: PartialTranscript | None = None  # the last partial that finished
+    speculation: Speculation | None = None  # what the last prefill holds
+    prefill: asyncio.Task[None] | None = None
+    spans: list[Span] = field(default_factory=list)
 
     def seconds(self) -> float:
         if self.encoding == PCM_ENCODING:
@@ -209,7 +274,7 @@ class VoiceSession:
         self.history: deque[str] = deque(maxlen=settings.history_turns)
         self.recording: Recording | None = None
         self.turn: asyncio.Task[None] | None = None
-        self.partial: asyncio.Task[None] | None = None
+        self.partial: asyncio.Task[PartialTranscript | None] | None = None
         self._stray_frames_reported = False
         self._turn_live = False  # false from the moment a turn is cancelled: nothing more of it goes out
 
@@ -269,6 +334,8 @@ class VoiceSession:
             await self.error(ErrorCode.BAD_FRAME, "pcm_s16le frames must hold whole 16-bit samples")
             return
         rec.data.extend(data)
+        if rec.encoding == PCM_ENCODING:
+            rec.levels.update(rec.data)
         too_long = rec.seconds() > self.settings.max_audio_seconds
         too_big = rec.encoding != PCM_ENCODING and len(rec.data) > self.settings.max_upload_bytes
         if too_long or too_big:
@@ -303,23 +370,98 @@ class VoiceSession:
     def _maybe_partial(self, rec: Recording) -> None:
         interval_bytes = int(self.settings.partial_interval_s * 2 * STT_SAMPLE_RATE)
         if rec.encoding == PCM_ENCODING:
-            due = len(rec.data) - rec.partial_at >= interval_bytes
+            # Every interval, unless a prefill has the cores (the two would halve each other's
+            # speed on two of them); and at once when speech has just stopped, prefill or not:
+            # that partial is likely the final transcript, and its passages the final ones.
+            prefilling = rec.prefill is not None and not rec.prefill.done()
+            ended = self.settings.reuse_partial and rec.levels.speech_ended(
+                rec.partial_at, self.settings.end_of_speech_s
+            )
+            due = ended or (len(rec.data) - rec.partial_at >= interval_bytes and not prefilling)
         else:
             due = time.perf_counter() - rec.began >= self.settings.partial_interval_s * (rec.partial_at + 1)
         if not due or (self.partial is not None and not self.partial.done()):
             return  # STT is busy: skip this partial rather than queue behind it
+        if rec.encoding == PCM_ENCODING and ended and prefilling:
+            # The transcript that is likely final goes first. Stopping a prefill loses almost
+            # nothing: what it evaluated stays in the engine, and the next one starts from there.
+            rec.prefill.cancel()  # type: ignore[union-attr]
         rec.partial_at = len(rec.data) if rec.encoding == PCM_ENCODING else rec.partial_at + 1
         self.partial = asyncio.create_task(self._partial(rec, bytes(rec.data)))
 
-    async def _partial(self, rec: Recording, audio: bytes) -> None:
+    async def _partial(self, rec: Recording, audio: bytes) -> PartialTranscript | None:
         began = time.perf_counter()
         try:
             text = await self.runner.services.stt.transcribe(audio, rec.encoding, f"{rec.id}-partial")
         except ServiceError:
-            return  # an incomplete container may not decode yet; the final transcript will
+            return None  # an incomplete container may not decode yet; the final transcript will
+        ended = time.perf_counter()
+        rec.spans.append(Span("partial_stt", began - rec.began, ended - rec.began))
+        self.metrics.stage_seconds.labels("partial_stt").observe(ended - began)
+        heard = PartialTranscript(text, len(audio))
+        rec.heard = heard
         if self.recording is rec and text:
-            self.metrics.stage_seconds.labels("partial_stt").observe(time.perf_counter() - began)
             await self.send_event(event(EventType.TRANSCRIPT, text=text, final=False))
+            if self.settings.speculate:
+                await self._speculate(rec, text)
+        return heard
+
+    async def _speculate(self, rec: Recording, text: str) -> None:
+        """Retrieve for the partial transcript; when its passages differ from what the last
+        prefill holds, prefill them instead (survivors first, so their cache stays useful)."""
+        if len(text.split()) < self.settings.speculate_min_words:
+            return
+        began = time.perf_counter()
+        history = tuple(self.history)
+        try:
+            hits = await self.runner.services.retriever.retrieve(
+                retrieval_query(history, text), self.settings.top_k, f"{rec.id}-speculate"
+            )
+        except ServiceError:
+            return  # speculation is an optimisation: the final turn retrieves again
+        rec.spans.append(Span("speculative_retrieval", began - rec.began, time.perf_counter() - rec.began))
+        passages = prompt_passages(hits, text, self.settings.passage_words)
+        previous = rec.speculation
+        if previous is not None:
+            passages = stable_order(previous.passages, passages)
+            running = rec.prefill is not None and not rec.prefill.done()
+            if previous.outcome(passages, history)[0] == Outcome.HIT and (previous.complete or running):
+                return  # the cache holds (or is getting) exactly this prompt prefix
+        if rec.prefill is not None and not rec.prefill.done():
+            rec.prefill.cancel()  # what it evaluated stays in the engine for the shared prefix
+        if self.recording is not rec:
+            return
+        rec.speculation = Speculation(passages, history)
+        rec.prefill = asyncio.create_task(self._prefill(rec, text, rec.speculation))
+
+    async def _prefill(self, rec: Recording, text: str, spec: Speculation) -> None:
+        began = time.perf_counter()
+        try:
+            await self.runner.services.answerer.prefill(
+                text, spec.passages, list(spec.history), f"{rec.id}-prefill", self.session_id
+            )
+            spec.complete = True
+        except ServiceError as exc:
+            log.info("speculative prefill failed: %s", exc, extra={"session": self.session_id})
+            return
+        finally:
+            ended = time.perf_counter()
+            rec.spans.append(Span("prefill", began - rec.began, ended - rec.began))
+        self.metrics.stage_seconds.labels("prefill").observe(ended - began)
+
+    async def _reusable_transcript(self, rec: Recording, pending: asyncio.Task[Any] | None) -> str | None:
+        """The last partial transcript when only silence came after the audio it heard: the
+        running one (awaited) or the last finished one; None when the final STT must run."""
+        if pending is not None and not pending.done() and rec.levels.silent_after(rec.partial_at):
+            heard = await pending
+            if heard is not None and heard.text:
+                return str(heard.text)
+        elif pending is not None and not pending.done():
+            pending.cancel()  # its result is moot: the final transcript goes first
+        heard = rec.heard
+        if heard is not None and heard.text and rec.levels.silent_after(heard.covered):
+            return heard.text
+        return None
 
     # ---------------------------------------------------------------- turns
 
@@ -331,9 +473,14 @@ class VoiceSession:
         if not rec.data:
             await self.error(ErrorCode.EMPTY_AUDIO, "no audio was received between start and stop")
             return
-        if self.partial is not None and not self.partial.done():
+        spoken = Spoken(started=rec.began, cache_key=self.session_id, spans=rec.spans)
+        spoken.speculation, spoken.prefill = rec.speculation, rec.prefill
+        if rec.encoding == PCM_ENCODING and self.settings.reuse_partial:
+            pending = self.partial
+            spoken.reuse = lambda: self._reusable_transcript(rec, pending)
+        elif self.partial is not None and not self.partial.done():
             self.partial.cancel()  # its result is moot; the final transcript goes first
-        self._start_turn(audio=bytes(rec.data), encoding=rec.encoding)
+        self._start_turn(audio=bytes(rec.data), encoding=rec.encoding, spoken=spoken)
 
     def _start_turn(self, **kwargs: Any) -> None:
         turn_id = uuid.uuid4().hex[:12]
@@ -359,7 +506,8 @@ class VoiceSession:
 
     async def close(self) -> None:
         self._turn_live = False
-        for task in (self.turn, self.partial):
+        prefill = self.recording.prefill if self.recording is not None else None
+        for task in (self.turn, self.partial, prefill):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -36,6 +36,14 @@ class Settings(BaseSettings):
     passage_words: int = Field(60, ge=0, le=1000)
     history_turns: int = Field(3, ge=0, le=MAX_HISTORY)  # voice_answer reads at most MAX_HISTORY
     partial_interval_s: float = Field(1.0, gt=0.1, le=10)
+    # Work while the user speaks (orchestrator/speculation.py): retrieve on partial transcripts
+    # of at least this many words and prefill the LLM with their passages; a partial as soon
+    # as this much silence follows speech; and the final transcript taken from the last
+    # partial when only silence came after it.
+    speculate: bool = True
+    speculate_min_words: int = Field(3, ge=1, le=50)
+    end_of_speech_s: float = Field(0.25, ge=0.1, le=3)
+    reuse_partial: bool = True
     language: str = "en"
 
     # Limits: every one configurable, every one bounded.

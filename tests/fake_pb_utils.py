@@ -94,12 +94,16 @@ class InferenceRequest:
     inputs: list[Tensor] = field(default_factory=list)
     request_id_: str = ""
     sender: ResponseSender = field(default_factory=ResponseSender)
+    parameters_: str = "{}"  # the request's own parameters, as JSON (Triton's request.parameters())
 
     def get_response_sender(self) -> ResponseSender:
         return self.sender
 
     def request_id(self) -> str:
         return self.request_id_
+
+    def parameters(self) -> str:
+        return self.parameters_
 
 
 def get_input_tensor_by_name(request: InferenceRequest, name: str) -> Tensor | None:

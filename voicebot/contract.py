@@ -129,6 +129,15 @@ QUESTION = "question"
 PASSAGES = "passages"
 HISTORY = "history"
 SPEAK = "speak"
+CACHE_KEY = "cache_key"
+PREFILL = "prefill"
+
+# Request parameters of ``llm`` (Triton's per-request ``parameters``, beside the tensors, so its
+# tensors stay vllm_backend's): whose prompt this is (a session keeps its prefilled prefix in the
+# engine) and evaluate-only (speculative prefill: no text comes back).
+LLM_CACHE_KEY = "cache_key"
+LLM_PREFILL_ONLY = "prefill_only"
+MAX_CACHE_KEY_CHARS = 128
 
 AUDIO_DECODE = ModelContract(
     name="audio_decode",
@@ -184,6 +193,10 @@ VOICE_ANSWER = ModelContract(
         Tensor(HISTORY, "BYTES", (1,), optional=True),
         # False: text only, no speech (typed turns); the same prompt and pipeline either way.
         Tensor(SPEAK, "BOOL", (1,), optional=True),
+        # The session: its speculative prefill is kept for its answer (see voicebot/pipeline.py).
+        Tensor(CACHE_KEY, "BYTES", (1,), optional=True),
+        # True: only prefill the prompt up to the question (passages, history); no output.
+        Tensor(PREFILL, "BOOL", (1,), optional=True),
     ),
     outputs=(
         Tensor(TEXT_OUTPUT, "BYTES", (-1,)),

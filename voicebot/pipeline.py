@@ -7,6 +7,11 @@ functions, one for LLM text deltas and one for a clause's audio, so it is tested
 fakes. Each finished clause goes to speech while generation continues, so the first audio
 leaves long before the answer ends.
 
+Text and speech are released a clause at a time, after the grounding check
+(:class:`voicebot.text.GroundingCheck`): a clause that states a number, name or identifier
+that no passage holds is never shown or spoken (the answer becomes :data:`NO_ANSWER`, or ends
+before that clause).
+
 Stopping is one mechanism end to end: whoever consumes :meth:`AnswerPipeline.run` cancels
 its task (or closes the generator); the generation and speech tasks are cancelled with it,
 and each stream function's own cleanup cancels its request (``llm`` and ``tts`` see
@@ -17,16 +22,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 import numpy as np
 
 from .sampling import SamplingParams
-from .text import DEFAULT_PROMPT_FORMAT, FIRST_CLAUSE_WORDS, PROMPT_FORMATS, ClauseSplitter, Passage
+from .text import (
+    DEFAULT_PROMPT_FORMAT,
+    FIRST_CLAUSE_WORDS,
+    NO_ANSWER,
+    PROMPT_FORMATS,
+    ClauseSplitter,
+    GroundingCheck,
+    Passage,
+)
 
-# prompt, sampling parameters, request id → text deltas
-LlmStream = Callable[[str, SamplingParams, str], AsyncGenerator[str, None]]
+
+class LlmStream(Protocol):
+    """prompt, sampling parameters, request id → text deltas; ``cache_key`` and
+    ``prefill_only`` are the ``llm`` model's request parameters (voicebot/contract.py)."""
+
+    def __call__(
+        self,
+        prompt: str,
+        params: SamplingParams,
+        request_id: str,
+        *,
+        cache_key: str | None = None,
+        prefill_only: bool = False,
+    ) -> AsyncGenerator[str, None]: ...
+
+
 # clause, request id → (int16 samples, sample rate) chunks
 TtsStream = Callable[[str, str], AsyncGenerator[tuple[np.ndarray, int], None]]
 
@@ -46,6 +75,18 @@ Piece = TextPiece | AudioPiece
 _DONE = object()
 
 
+class Grounding(enum.StrEnum):
+    """What the grounding check did to one answer (a metric label)."""
+
+    GROUNDED = "grounded"  # every clause's facts are in the passages
+    ABSTAINED = "abstained"  # the first clause was not: the answer is NO_ANSWER
+    TRUNCATED = "truncated"  # a later clause was not: the answer ends before it
+
+
+# outcome, the facts no passage holds → None
+OnGrounding = Callable[[Grounding, list[str]], None]
+
+
 class AnswerPipeline:
     """Streams an answer's text and, when asked to speak, its audio clause by clause."""
 
@@ -55,11 +96,15 @@ class AnswerPipeline:
         tts: TtsStream,
         first_clause_words: int = FIRST_CLAUSE_WORDS,
         prompt_format: str = DEFAULT_PROMPT_FORMAT,
+        grounding: bool = True,
+        on_grounding: OnGrounding = lambda outcome, missing: None,
     ) -> None:
         self._llm = llm
         self._tts = tts
         self._first_clause_words = first_clause_words
         self.prompt_format = PROMPT_FORMATS[prompt_format]  # the llm's (voicebot.llms.prompt_format_of)
+        self._grounding = grounding
+        self._on_grounding = on_grounding
 
     async def run(
         self,
@@ -69,33 +114,32 @@ class AnswerPipeline:
         params: SamplingParams,
         speak: bool,
         request_id: str,
+        cache_key: str | None = None,
     ) -> AsyncIterator[Piece]:
         """Text pieces in order and, with ``speak``, audio pieces in order, interleaved as they come."""
         prompt = self.prompt_format.render(question, passages, history)  # the only place a prompt is built
+        check = GroundingCheck(question, passages) if self._grounding else None
+        answer = self._checked_clauses(prompt, params, f"{request_id}-llm", check, cache_key)
         if not speak:
-            async with contextlib.aclosing(self._llm(prompt, params, f"{request_id}-llm")) as deltas:
-                async for delta in deltas:
-                    yield TextPiece(delta)
+            async with contextlib.aclosing(answer) as clauses:
+                async for text, _ in clauses:
+                    yield TextPiece(text)
             return
         out: asyncio.Queue[object] = asyncio.Queue()
-        clauses: asyncio.Queue[str | None] = asyncio.Queue()
+        to_speak: asyncio.Queue[str | None] = asyncio.Queue()
 
         async def generate() -> None:
-            splitter = ClauseSplitter(first_max_words=self._first_clause_words)
             try:
-                async with contextlib.aclosing(self._llm(prompt, params, f"{request_id}-llm")) as deltas:
-                    async for delta in deltas:
-                        await out.put(TextPiece(delta))
-                        for clause in splitter.feed(delta):
-                            await clauses.put(clause)
-                for clause in splitter.flush():
-                    await clauses.put(clause)
+                async with contextlib.aclosing(answer) as clauses:
+                    async for text, clause in clauses:
+                        await out.put(TextPiece(text))
+                        await to_speak.put(clause)
             finally:
-                await clauses.put(None)
+                await to_speak.put(None)
 
         async def speak_clauses() -> None:
             n = 0
-            while (clause := await clauses.get()) is not None:
+            while (clause := await to_speak.get()) is not None:
                 n += 1
                 async with contextlib.aclosing(self._tts(clause, f"{request_id}-tts{n}")) as chunks:
                     async for samples, rate in chunks:
@@ -121,3 +165,59 @@ class AnswerPipeline:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+
+    async def prefill(
+        self, passages: Sequence[Passage], history: Iterable[str], request_id: str, cache_key: str | None
+    ) -> AsyncIterator[Piece]:
+        """Put the prompt up to the question into the engine's KV cache (under ``cache_key``)
+        while the user is still speaking: the answer's prompt shares it token for token when
+        its passages and history are the same, and then only the question is left to prefill.
+        Yields nothing; it is consumed (and cancelled) like :meth:`run`."""
+        prefix = self.prompt_format.prefix(passages, history)
+        params = replace(self.prompt_format.defaults, max_tokens=1)
+        calls = self._llm(prefix, params, f"{request_id}-prefill", cache_key=cache_key, prefill_only=True)
+        async with contextlib.aclosing(calls) as nothing:
+            async for _ in nothing:
+                pass
+        return
+        yield  # an async generator of no pieces
+
+    async def _clauses(
+        self, prompt: str, params: SamplingParams, request_id: str, cache_key: str | None
+    ) -> AsyncGenerator[str, None]:
+        splitter = ClauseSplitter(first_max_words=self._first_clause_words)
+        async with contextlib.aclosing(self._llm(prompt, params, request_id, cache_key=cache_key)) as deltas:
+            async for delta in deltas:
+                for clause in splitter.feed(delta):
+                    yield clause
+        for clause in splitter.flush():
+            yield clause
+
+    async def _checked_clauses(
+        self,
+        prompt: str,
+        params: SamplingParams,
+        request_id: str,
+        check: GroundingCheck | None,
+        cache_key: str | None,
+    ) -> AsyncGenerator[tuple[str, str], None]:
+        """(text to show, clause to speak) for each clause of the answer, in order, once it is
+        complete and grounded. A first clause that states a number or name no passage holds is
+        replaced by :data:`NO_ANSWER`; a later one ends the answer before it, with
+        :data:`NO_ANSWER` after a sentence it leaves unfinished. Leaving early closes the ``llm``
+        stream, which cancels the generation."""
+        n = 0
+        sentence_open = False
+        async with contextlib.aclosing(self._clauses(prompt, params, request_id, cache_key)) as clauses:
+            async for clause in clauses:
+                missing = check.ungrounded(clause) if check is not None else []
+                if missing:
+                    self._on_grounding(Grounding.ABSTAINED if n == 0 else Grounding.TRUNCATED, missing)
+                    if n == 0 or sentence_open:
+                        yield (NO_ANSWER if n == 0 else " " + NO_ANSWER), NO_ANSWER
+                    return
+                yield (clause if n == 0 else " " + clause), clause
+                sentence_open = not clause.endswith((".", "!", "?"))
+                n += 1
+        if check is not None:
+            self._on_grounding(Grounding.GROUNDED, [])

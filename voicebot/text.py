@@ -221,6 +221,9 @@ def _chatml(question: str, passages: Iterable[Passage], history: Iterable[str]) 
     )
 
 
+_QUESTION_MARK = "VOICEBOTQUESTIONGOESHERE"
+
+
 @dataclass(frozen=True)
 class PromptFormat:
     """How one family of models is prompted, and the sampling its answers need."""
@@ -228,6 +231,14 @@ class PromptFormat:
     name: str
     render: Callable[[str, Iterable[Passage], Iterable[str]], str]
     defaults: SamplingParams
+
+    def prefix(self, passages: Iterable[Passage], history: Iterable[str]) -> str:
+        """The prompt up to its question: what a speculative prefill puts in the KV cache. It
+        ends before the space that starts the question, so the question's first word is
+        tokenized the same as in the whole prompt."""
+        prompt = self.render(_QUESTION_MARK, passages, history)
+        cut = prompt.index(_QUESTION_MARK)
+        return prompt[: cut - 1] if prompt[cut - 1 : cut] == " " else prompt[:cut]
 
 
 PROMPT_FORMATS: dict[str, PromptFormat] = {
@@ -342,3 +353,74 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     if not words:
         return 0.0 if not list(iter_words(hypothesis)) else 1.0
     return edits / words
+
+
+# Grounding: an answer may only state numbers, names and identifiers that its passages (or the
+# question itself) contain. Small models invent them for questions no document answers — a
+# city, a port number, a password — and a spoken answer cannot be taken back, so every clause
+# is checked before anyone sees or hears it (voicebot/pipeline.py).
+_CITATION = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_DIGIT_COMMA = re.compile(r"(?<=\d),(?=\d{3})")
+_EDGE_PUNCT = "\"'`“”‘’()[]{}<>,;:.!?*"
+_INNER_PUNCT = frozenset("/_.@-*~$=+#")
+# Capitalised words an answer may use without a passage naming them.
+_FREE_WORDS = STOPWORDS | {"yes", "no", "not", "it's", "i'm", "there", "they", "we", "he", "she", "if", "so"}
+
+
+def _norm_digits(text: str) -> str:
+    return _DIGIT_COMMA.sub("", text.lower())
+
+
+def answer_facts(clause: str) -> list[str]:
+    """The words of an answer's clause that state a checkable fact: a number, a name (a
+    capital past the start of a sentence), or an identifier (``/usr/lib``, ``ssh-agent``).
+    A sentence's first word counts only when it is a number or an identifier."""
+    facts = []
+    sentence_start = True
+    for raw in _CITATION.sub(" ", clause).split():
+        word = raw.strip(_EDGE_PUNCT)
+        if word.lower().endswith(("'s", "’s")):
+            word = word[:-2]
+        starts_sentence, sentence_start = sentence_start, raw.rstrip("\"')]").endswith((".", "!", "?"))
+        if not word:
+            continue
+        has_digit = any(ch.isdigit() for ch in word)
+        identifier = any(ch in _INNER_PUNCT for ch in word[1:-1]) and any(ch.isalnum() for ch in word)
+        named = word[0].isupper() and not starts_sentence and word.lower() not in _FREE_WORDS
+        if has_digit or identifier or named:
+            facts.append(word)
+    return facts
+
+
+class GroundingCheck:
+    """Which of a clause's facts appear nowhere in the passages, their titles or the question.
+
+    Matching is lenient on purpose (case, thousands separators, a plural s, a number inside a
+    word such as ``python3``): the check exists to stop invented facts, and a false alarm turns
+    a right answer into "I could not find that"."""
+
+    def __init__(self, question: str, passages: Iterable[Passage]) -> None:
+        parts = [question]
+        for p in passages:
+            parts += [p.title, p.text]
+        self._source = _norm_digits(" ".join(parts))
+        self._numbers = {n for n in _NUMBER.findall(self._source)} | {
+            n.split(".")[0] for n in _NUMBER.findall(self._source)
+        }
+        self._words = set(re.findall(r"[a-z0-9]+", self._source))
+        self._keys = {match_key(w) for w in self._words}
+
+    def _grounded(self, fact: str) -> bool:
+        norm = _norm_digits(fact)
+        if any(ch.isdigit() for ch in norm) and not all(n in self._numbers for n in _NUMBER.findall(norm)):
+            return False
+        if norm in self._source:
+            return True
+        # An identifier or name spelled a little differently ("/usr/lib/python3/" or
+        # "Printers"): every word of it must still be in the sources.
+        words = re.findall(r"[a-z0-9]+", norm)
+        return bool(words) and all(w in self._words or match_key(w) in self._keys for w in words)
+
+    def ungrounded(self, clause: str) -> list[str]:
+        return [fact for fact in answer_facts(clause) if not self._grounded(fact)]

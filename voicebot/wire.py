@@ -13,7 +13,7 @@ marks the request cancelled for the model (``is_cancelled()``). Measured here
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 from .contract import ErrorCode, ModelContract
@@ -93,11 +93,13 @@ async def stream(
     request_id: str,
     first_timeout_s: float,
     stall_timeout_s: float,
-) -> AsyncIterator[Any]:
+    parameters: dict[str, Any] | None = None,
+) -> AsyncGenerator[Any, None]:
     """Each response of one request to a decoupled model, until its last.
 
     The first may take ``first_timeout_s`` (it can queue behind other work), each later one
-    ``stall_timeout_s``; past either, :class:`CallError` ``upstream_stalled``."""
+    ``stall_timeout_s``; past either, :class:`CallError` ``upstream_stalled``. ``parameters``
+    are the request's own (Triton request parameters, beside its tensors)."""
     import grpc
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
@@ -106,7 +108,13 @@ async def stream(
     requested = model.requested_outputs(grpcclient, outputs)
 
     async def requests() -> AsyncIterator[dict[str, Any]]:
-        yield {"model_name": model.name, "inputs": inputs, "outputs": requested, "request_id": request_id}
+        yield {
+            "model_name": model.name,
+            "inputs": inputs,
+            "outputs": requested,
+            "request_id": request_id,
+            "parameters": parameters,
+        }
 
     responses = client.stream_infer(requests())
     pieces = aiter(responses)

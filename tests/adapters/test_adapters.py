@@ -74,9 +74,16 @@ class ScriptedLM:
     def __init__(self, deltas: list[str]) -> None:
         self.deltas = deltas
         self.seen_params = None
+        self.cache_keys: list[str | None] = []
+        self.prefilled: list[tuple[str, str | None]] = []
 
-    def stream(self, prompt, params, cancelled):
+    def prefill(self, prompt, cancelled, cache_key=None):
+        self.prefilled.append((prompt, cache_key))
+        return len(prompt.split())
+
+    def stream(self, prompt, params, cancelled, cache_key=None):
         self.seen_params = params
+        self.cache_keys.append(cache_key)
         for delta in self.deltas:
             if cancelled():
                 return
@@ -124,6 +131,29 @@ def test_llm_streams_deltas_without_the_prompt(llm_model):
     )
     assert outputs(responses) == [" Paris", " is", " nice."]
     assert llm_model.lm.seen_params.max_tokens == 5
+
+
+def test_llm_request_parameters_name_the_cache_and_ask_for_a_prefill_only(llm_model):
+    inputs = [text(c.TEXT_INPUT, "Passages: ..."), pb.Tensor(c.STREAM, np.array([True]))]
+    request = pb.InferenceRequest(inputs, parameters_='{"cache_key": "s1", "prefill_only": true}')
+    assert llm_model.execute([request]) is None and request.sender.done.wait(10)
+    assert request.sender.finals == 1 and not [r for r in request.sender.responses if r.output_tensors]
+    assert llm_model.lm.prefilled == [("Passages: ...", "s1")]
+    request = pb.InferenceRequest(inputs, parameters_='{"cache_key": "s1", "unknown": 1}')  # unknown: ignored
+    assert llm_model.execute([request]) is None and request.sender.done.wait(10)
+    assert outputs(request.sender.responses) == [" Paris", " is", " nice."] and llm_model.lm.cache_keys == ["s1"]
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    ['{"cache_key": 7}', '{"cache_key": ""}', '{"cache_key": "%s"}' % ("k" * 200), '{"prefill_only": "maybe"}'],
+)
+def test_llm_bad_request_parameters_are_the_requests_error(llm_model, parameters):
+    request = pb.InferenceRequest([text(c.TEXT_INPUT, "Q:")], parameters_=parameters)
+    assert llm_model.execute([request]) is None and request.sender.done.wait(10)
+    (response,) = request.sender.responses
+    assert response.error().code() == pb.TritonError.INVALID_ARG and "request parameter" in response.error().message()
+    assert llm_model.lm.prefilled == [] and llm_model.lm.cache_keys == []
 
 
 def test_llm_non_streaming_prepends_prompt_like_vllm_backend(llm_model):
@@ -180,8 +210,12 @@ class ScriptedLoopback:
         self.base, self.deltas, self.fail = base, deltas, fail
         self.tts_calls: list[str] = []
         self.llm_cancelled = False
+        self.llm_calls: list[tuple[str, str | None, bool]] = []
 
-    async def llm_deltas(self, prompt, params, request_id):
+    async def llm_deltas(self, prompt, params, request_id, *, cache_key=None, prefill_only=False):
+        self.llm_calls.append((prompt, cache_key, prefill_only))
+        if prefill_only:
+            return
         import asyncio
 
         from voicebot.wire import CallError
@@ -242,6 +276,18 @@ def test_voice_answer_speaks_unless_told_not_to(voice_answer):
     voice_answer.lb.tts_calls.clear()
     typed = run_stream(voice_answer, answer_inputs(speak=False))
     assert "".join(outputs(typed)) == "Three hours. Then it glows." and not voice_answer.lb.tts_calls
+
+
+def test_voice_answer_prefills_the_prompt_up_to_the_question_under_the_cache_key(voice_answer):
+    inputs = [*answer_inputs(), text(c.CACHE_KEY, "session-1"), pb.Tensor(c.PREFILL, np.array([True]))]
+    assert not [r for r in run_stream(voice_answer, inputs) if r.output_tensors]  # nothing comes back
+    ((prefix, key, prefill_only),) = voice_answer.lb.llm_calls
+    assert key == "session-1" and prefill_only and "It charges in three hours." in prefix
+    assert "How long?" not in prefix and not voice_answer.lb.tts_calls
+    voice_answer.lb.llm_calls.clear()
+    run_stream(voice_answer, [*answer_inputs(speak=False), text(c.CACHE_KEY, "session-1")])
+    ((prompt, key, prefill_only),) = voice_answer.lb.llm_calls
+    assert prompt.startswith(prefix) and key == "session-1" and not prefill_only
 
 
 def test_voice_answer_stops_its_calls_when_the_client_cancels(voice_answer):

@@ -114,3 +114,41 @@ def test_llm_cancel_stops_generation(llm):
 def test_llm_rejects_prompts_over_the_context(llm):
     with pytest.raises(ValueError, match="context holds"):
         list(llm.stream("word " * 3000, SamplingParams(), lambda: False))
+
+
+PREFIX = (
+    "Answer from the passages.\nPassages:\n[1] Lamp: The Lumen lamp charges in three hours over USB-C "
+    "and runs for twelve hours on its brightest setting.\n[2] Office: Guests use the network called Harbour.\n"
+    "Question:"
+)
+QUESTION = " How long does the lamp take to charge?\nAnswer:"
+
+
+def test_llm_prefill_keeps_a_sessions_prefix_across_other_sessions_work(llm):
+    params = SamplingParams(temperature=0.0, max_tokens=10, stop=("\n",))
+    other = "Question: What is two and two?\nAnswer:"
+    cold = "".join(llm.stream(PREFIX + QUESTION, params, lambda: False))
+    list(llm.stream(other, params, lambda: False))
+    evaluated = llm.prefill(PREFIX, lambda: False, cache_key="alice")
+    assert evaluated > 0 and len(llm.store) >= 1
+    list(llm.stream(other, params, lambda: False, cache_key="bob"))
+    warm = "".join(llm.stream(PREFIX + QUESTION, params, lambda: False, cache_key="alice"))
+    prefix_tokens = llm.count_tokens(PREFIX)
+    assert llm.last_reused >= prefix_tokens - 1  # alice's prefix came back from the store
+    assert warm == cold  # and decodes exactly as a cold prompt does
+    # Without the key, bob's prompt is what the context holds: nothing of alice's is reused.
+    list(llm.stream(other, params, lambda: False))
+    list(llm.stream(PREFIX + QUESTION, params, lambda: False))
+    assert llm.last_reused < prefix_tokens // 2
+
+
+def test_llm_prefill_stops_between_chunks_when_cancelled(llm):
+    calls = []
+
+    def cancelled():
+        calls.append(1)
+        return len(calls) > 1  # after the first chunk
+
+    list(llm.stream("Hello", SamplingParams(max_tokens=1, temperature=0.0), lambda: False))  # a different context
+    evaluated = llm.prefill(PREFIX * 3, cancelled, cache_key="carol")
+    assert 0 < evaluated <= llm.prefill_chunk

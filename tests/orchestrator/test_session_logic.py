@@ -34,10 +34,17 @@ class FakeRetriever:
 
 
 class FakeAnswerer:
-    def __init__(self, tokens=5, delay=0.0):
+    def __init__(self, tokens=5, delay=0.0, prefill_delay=0.0):
         self.tokens, self.delay, self.histories, self.passages = tokens, delay, [], []
+        self.prefill_delay = prefill_delay
+        self.prefills, self.cache_keys = [], []
 
-    async def answer(self, question, passages, history, speak, request_id):
+    async def prefill(self, question, passages, history, request_id, cache_key):
+        self.prefills.append(([p.text for p in passages], list(history), cache_key))
+        await asyncio.sleep(self.prefill_delay)
+
+    async def answer(self, question, passages, history, speak, request_id, cache_key=None):
+        self.cache_keys.append(cache_key)
         self.histories.append(list(history))
         self.passages.append([p.text for p in passages])
         for i in range(self.tokens):

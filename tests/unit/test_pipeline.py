@@ -8,8 +8,8 @@ import contextlib
 import numpy as np
 import pytest
 
-from voicebot.pipeline import AnswerPipeline, AudioPiece, TextPiece
-from voicebot.text import ANSWER_DEFAULTS, Passage
+from voicebot.pipeline import AnswerPipeline, AudioPiece, Grounding, TextPiece
+from voicebot.text import ANSWER_DEFAULTS, NO_ANSWER, Passage
 
 PASSAGES = [Passage("Lamp", "The lamp charges in three hours.")]
 
@@ -25,7 +25,7 @@ class FakeLlm:
         self.closed = asyncio.Event()
         self.cancelled = False
 
-    async def __call__(self, prompt, params, request_id):
+    async def __call__(self, prompt, params, request_id, cache_key=None, prefill_only=False):
         self.prompts.append(prompt)
         try:
             for n, delta in enumerate(self.deltas):
@@ -175,3 +175,48 @@ def test_an_error_on_either_side_ends_the_answer_with_that_error(side):
         collect(AnswerPipeline(llm, tts))
     if side == "speech":
         assert llm.closed.is_set()  # generation did not run on behind the failure
+
+
+class Verdicts(list):
+    def __call__(self, outcome, missing):
+        self.append((outcome, missing))
+
+
+def test_a_first_clause_with_an_invented_number_becomes_no_answer_and_stops_generation():
+    verdicts = Verdicts()
+    llm, tts = FakeLlm(["The lamp ", "listens on port ", "4410. ", "It is ", "fast."] * 20, step=0.01), FakeTts()
+    pieces = collect(AnswerPipeline(llm, tts, on_grounding=verdicts))
+    assert [p.text for p in pieces if isinstance(p, TextPiece)] == [NO_ANSWER]
+    assert [c for c, _ in tts.clauses] == [NO_ANSWER]
+    assert verdicts == [(Grounding.ABSTAINED, ["4410"])]
+    assert llm.closed.is_set() and llm.yielded < 10  # closed early: the real stream cancels its call
+
+
+def test_a_later_invented_name_ends_the_answer_before_that_clause():
+    verdicts = Verdicts()
+    tts = FakeTts()
+    deltas = ["The lamp charges in three hours. ", "Ask Canberra ", "support for more."]
+    pieces = collect(AnswerPipeline(FakeLlm(deltas), tts, on_grounding=verdicts))
+    assert "".join(p.text for p in pieces if isinstance(p, TextPiece)) == "The lamp charges in three hours."
+    assert [c for c, _ in tts.clauses] == ["The lamp charges in three hours."]
+    assert verdicts == [(Grounding.TRUNCATED, ["Canberra"])]
+
+
+def test_grounded_answers_are_counted_and_the_check_can_be_turned_off():
+    verdicts = Verdicts()
+    collect(AnswerPipeline(FakeLlm(ANSWER), FakeTts(), on_grounding=verdicts), speak=False)
+    assert verdicts == [(Grounding.GROUNDED, [])]
+    verdicts.clear()
+    pieces = collect(AnswerPipeline(FakeLlm(["Port 4410."]), FakeTts(), grounding=False, on_grounding=verdicts))
+    assert [p.text for p in pieces if isinstance(p, TextPiece)] == ["Port 4410."] and verdicts == []
+
+
+def test_a_sentence_cut_short_by_an_invented_fact_ends_with_no_answer():
+    verdicts = Verdicts()
+    tts = FakeTts()
+    deltas = ["The lamp charges in three hours ", "over its own charging cable, ", "or in 40 minutes on the dock."]
+    pieces = collect(AnswerPipeline(FakeLlm(deltas), tts, first_clause_words=6, on_grounding=verdicts))
+    text = "".join(p.text for p in pieces if isinstance(p, TextPiece))
+    assert text == f"The lamp charges in three hours over its own charging cable, {NO_ANSWER}"
+    assert [c for c, _ in tts.clauses][-1] == NO_ANSWER
+    assert verdicts == [(Grounding.TRUNCATED, ["40"])]

@@ -8,8 +8,10 @@ from voicebot.text import (
     ONESHOT_PREFIX,
     PROMPT_FORMATS,
     ClauseSplitter,
+    GroundingCheck,
     Passage,
     PromptInputError,
+    answer_facts,
     build_prompt,
     parse_history,
     parse_passages,
@@ -191,3 +193,39 @@ def test_trim_passage_splits_lines_and_windows_one_long_sentence():
     long = " ".join(["filler"] * 80 + ["the", "operator", "uid", "was", "37"] + ["filler"] * 80)
     got = trim_passage("What uid did the operator have?", long, max_words=12)
     assert "operator uid was 37" in got and len(got.split()) == 12
+
+
+GROUNDS = [
+    Passage("Lamp manual — Battery", "The lamp has a 4,000 mAh battery and charges over USB-C with a 10 W adapter."),
+    Passage("Python policy", "Public modules go in /usr/lib/python3/dist-packages. The python3 package provides it."),
+]
+
+
+@pytest.mark.parametrize(
+    ("answer", "facts"),
+    [
+        ("The capital of Australia is Canberra.", ["Australia", "Canberra"]),
+        ("Canberra is the capital.", []),  # a sentence's first word may be any word
+        ("Yes, it holds 4000 mAh [1].", ["4000"]),  # citation markers are not facts
+        ("Install it in /usr/lib/python3/. Ask the licensor's Help Desk.", ["/usr/lib/python3/", "Help", "Desk"]),
+        ("I could not find that in your documents.", []),
+    ],
+)
+def test_answer_facts_are_numbers_names_and_identifiers(answer, facts):
+    assert answer_facts(answer) == facts
+
+
+@pytest.mark.parametrize(
+    ("answer", "missing"),
+    [
+        ("The battery holds 4000 mAh and charges over USB-C [1].", []),  # thousands separator, case
+        ("Modules go in /usr/lib/python3/dist-packages/, from Python 3.", []),  # trailing slash, python3
+        ("The Batteries are in the Lamp Manual.", []),  # plural and title words
+        ("The lamp listens on port 4410.", ["4410"]),
+        ("The capital of Australia is Canberra.", ["Canberra"]),  # Australia is the question's own word
+        ("It takes 40 W and 10.5 hours.", ["40", "10.5"]),  # 10 alone is not 10.5, 4 in 4,000 is not 40
+    ],
+)
+def test_grounding_check_finds_facts_no_passage_holds(answer, missing):
+    check = GroundingCheck("What is the capital of Australia?", GROUNDS)
+    assert check.ungrounded(answer) == missing

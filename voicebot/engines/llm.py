@@ -7,10 +7,13 @@ The ``llm`` Triton model picks one from its JSON sidecar (``model.json``):
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import itertools
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,9 +26,19 @@ Cancelled = Callable[[], bool]
 
 
 class LanguageModel(Protocol):
-    """Streams text deltas for a prompt; stops early when ``cancelled()`` turns true."""
+    """Streams text deltas for a prompt; stops early when ``cancelled()`` turns true.
 
-    def stream(self, prompt: str, params: SamplingParams, cancelled: Cancelled) -> Iterator[str]: ...
+    ``cache_key`` names whose prompt this is (a voice session): the engine may keep the KV
+    state of that key's last :meth:`prefill` so that its next prompt with the same prefix
+    evaluates only what is new, even when other keys' requests ran in between."""
+
+    def stream(
+        self, prompt: str, params: SamplingParams, cancelled: Cancelled, cache_key: str | None = None
+    ) -> Iterator[str]: ...
+
+    def prefill(self, prompt: str, cancelled: Cancelled, cache_key: str | None = None) -> int:
+        """Evaluate ``prompt`` into the cache without generating; the number of tokens it evaluated."""
+        ...
 
     def count_tokens(self, text: str) -> int: ...
 
@@ -40,6 +53,56 @@ class LlamaCppSettings:
     n_threads: int = 2  # decoding
     n_threads_batch: int = 0  # prompt prefill; 0 = same as n_threads
     n_batch: int = 512
+    # Speculative prefill (voicebot/pipeline.py): evaluated in chunks that give way to a waiting
+    # answer; one saved prefix per cache key, least recently used dropped past either bound.
+    prefill_chunk: int = 64
+    prefix_cache_entries: int = 8
+    prefix_cache_mb: int = 256
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens two sequences share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+@dataclass(frozen=True)
+class SavedPrefix:
+    tokens: tuple[int, ...]
+    state: bytes  # llama.cpp's sequence state: the KV cells of ``tokens``
+
+
+class PrefixStore:
+    """One saved prefix per key, bounded in count and bytes; the least recently used goes first."""
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self._entries: OrderedDict[str, SavedPrefix] = OrderedDict()
+
+    @property
+    def bytes(self) -> int:
+        return sum(len(e.state) for e in self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> SavedPrefix | None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: str, entry: SavedPrefix) -> None:
+        self._entries.pop(key, None)
+        if len(entry.state) > self.max_bytes or self.max_entries <= 0:
+            return
+        self._entries[key] = entry
+        while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
+            self._entries.popitem(last=False)
 
 
 def eos_holder(eos: int, prompt_tokens: int, min_tokens: int) -> Callable[[Any, Any], Any]:
@@ -55,7 +118,8 @@ def eos_holder(eos: int, prompt_tokens: int, min_tokens: int) -> Callable[[Any, 
 
 class LlamaCppEngine:
     """llama-cpp-python over a GGUF file. One generation at a time (the context is shared);
-    consecutive prompts with the same prefix reuse its KV cache automatically."""
+    a prompt reuses the KV cache of whatever prefix it shares with the context's last one, or
+    with its cache key's saved prefill when that shares more."""
 
     def __init__(self, model_path: Path, settings: LlamaCppSettings) -> None:
         from llama_cpp import Llama
@@ -71,15 +135,99 @@ class LlamaCppEngine:
             verbose=False,
         )
         self._lock = threading.Lock()
+        self._waiting = 0  # answers waiting for the context: a prefill gives way to them
+        self._waiting_lock = threading.Lock()
         self.n_ctx = settings.n_ctx
+        self.prefill_chunk = max(1, settings.prefill_chunk)
+        self.store = PrefixStore(settings.prefix_cache_entries, settings.prefix_cache_mb * 2**20)
+        self.last_reused = 0  # prompt tokens the last answer found in the cache (for tests and benchmarks)
+
+    def _tokens(self, text: str) -> list[int]:
+        # As create_completion tokenizes a prompt: the model's BOS if it wants one, and
+        # special tokens (ChatML's <|im_start|>) as themselves.
+        return self._llama.tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
     def count_tokens(self, text: str) -> int:
-        return len(self._llama.tokenize(text.encode("utf-8"), add_bos=True))
+        return len(self._tokens(text))
 
-    def stream(self, prompt: str, params: SamplingParams, cancelled: Cancelled) -> Iterator[str]:
-        prompt_tokens = self.count_tokens(prompt)
-        if prompt_tokens + 1 > self.n_ctx:
-            raise ValueError(f"prompt is {prompt_tokens} tokens; the context holds {self.n_ctx}")
+    def _checked_tokens(self, prompt: str) -> list[int]:
+        tokens = self._tokens(prompt)
+        if len(tokens) + 1 > self.n_ctx:
+            raise ValueError(f"prompt is {len(tokens)} tokens; the context holds {self.n_ctx}")
+        return tokens
+
+    @contextlib.contextmanager
+    def _context(self, answer: bool) -> Iterator[None]:
+        if not answer:
+            with self._lock:
+                yield
+            return
+        with self._waiting_lock:
+            self._waiting += 1
+        try:
+            self._lock.acquire()
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def _live_tokens(self) -> list[int]:
+        return self._llama.input_ids[: self._llama.n_tokens].tolist()
+
+    def _restore_if_longer(self, tokens: list[int], cache_key: str | None) -> bool:
+        """Load the key's saved prefix when it shares more of ``tokens`` than the context does."""
+        import llama_cpp
+
+        saved = self.store.get(cache_key) if cache_key else None
+        if saved is None or common_prefix(saved.tokens, tokens) <= common_prefix(self._live_tokens(), tokens):
+            return False
+        llama, ctx = self._llama, self._llama._ctx
+        ctx.kv_cache_seq_rm(-1, 0, -1)
+        buffer = (ctypes.c_uint8 * len(saved.state)).from_buffer_copy(saved.state)
+        if llama_cpp.llama_state_seq_set_data(ctx.ctx, buffer, len(saved.state), 0) != len(saved.state):
+            llama.reset()  # nothing usable was restored: evaluate from scratch
+            return False
+        llama.input_ids[: len(saved.tokens)] = saved.tokens
+        llama.n_tokens = len(saved.tokens)
+        llama._requires_eval = True  # restored logits are not live: the next decode refreshes them
+        return True
+
+    def _save(self, cache_key: str) -> None:
+        import llama_cpp
+
+        ctx = self._llama._ctx.ctx
+        size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0)
+        self.store.put(cache_key, SavedPrefix(tuple(self._live_tokens()), bytes(buffer[:written])))
+
+    def prefill(self, prompt: str, cancelled: Cancelled, cache_key: str | None = None) -> int:
+        tokens = self._checked_tokens(prompt)
+        with self._context(answer=False):
+            self._restore_if_longer(tokens, cache_key)
+            llama = self._llama
+            start = common_prefix(self._live_tokens(), tokens)
+            llama.n_tokens = start
+            llama._ctx.kv_cache_seq_rm(-1, start, -1)
+            done = start
+            # Small chunks so that an answer waiting for the context (or a cancel) gets it soon;
+            # what was evaluated stays in the context for whoever shares the prefix.
+            while done < len(tokens) and not cancelled() and not self._waiting:
+                chunk = tokens[done : done + self.prefill_chunk]
+                llama.eval(chunk)
+                done += len(chunk)
+            if cache_key:
+                self._save(cache_key)
+            return done - start
+
+    def stream(
+        self, prompt: str, params: SamplingParams, cancelled: Cancelled, cache_key: str | None = None
+    ) -> Iterator[str]:
+        tokens = self._checked_tokens(prompt)
+        prompt_tokens = len(tokens)
         max_tokens = min(params.max_tokens, self.n_ctx - prompt_tokens)
         eos = self._llama.token_eos()
         logit_bias = {eos: float("-inf")} if params.ignore_eos else None
@@ -88,9 +236,11 @@ class LlamaCppEngine:
             from llama_cpp import LogitsProcessorList
 
             processors = LogitsProcessorList([eos_holder(eos, prompt_tokens, params.min_tokens)])
-        with self._lock:
+        with self._context(answer=True):
+            self._restore_if_longer(tokens, cache_key)
+            self.last_reused = common_prefix(self._live_tokens(), tokens)
             chunks: Any = self._llama.create_completion(
-                prompt,
+                tokens,  # the token list: exactly what prefill evaluated for the same text
                 max_tokens=max_tokens,
                 temperature=params.temperature,
                 top_p=params.top_p,
@@ -167,7 +317,16 @@ class VllmEngine:
             ignore_eos=params.ignore_eos,
         )
 
-    def stream(self, prompt: str, params: SamplingParams, cancelled: Cancelled) -> Iterator[str]:
+    def prefill(self, prompt: str, cancelled: Cancelled, cache_key: str | None = None) -> int:
+        # vLLM's automatic prefix caching keeps the blocks of any prompt it has seen (keyed by
+        # content, so cache_key is not needed): one generated token puts the prompt there.
+        for _ in self.stream(prompt, SamplingParams(temperature=0.0, max_tokens=1), cancelled):
+            pass
+        return self.count_tokens(prompt)
+
+    def stream(
+        self, prompt: str, params: SamplingParams, cancelled: Cancelled, cache_key: str | None = None
+    ) -> Iterator[str]:
         request_id = f"voicebot-{next(self._ids)}"
         deltas: queue.Queue[str | BaseException | None] = queue.Queue()
 

@@ -59,7 +59,20 @@ class Loopback:
 
         self._client = asyncio.run_coroutine_threadsafe(connect(), self._loop).result(30)
 
-    async def llm_deltas(self, prompt: str, params: SamplingParams, request_id: str) -> AsyncGenerator[str, None]:
+    async def llm_deltas(
+        self,
+        prompt: str,
+        params: SamplingParams,
+        request_id: str,
+        *,
+        cache_key: str | None = None,
+        prefill_only: bool = False,
+    ) -> AsyncGenerator[str, None]:
+        options: dict[str, Any] = {}
+        if cache_key:
+            options[c.LLM_CACHE_KEY] = cache_key
+        if prefill_only:
+            options[c.LLM_PREFILL_ONLY] = True
         values = {
             c.TEXT_INPUT: prompt,
             c.STREAM: True,
@@ -67,10 +80,12 @@ class Loopback:
             c.EXCLUDE_INPUT_IN_OUTPUT: True,
         }
         bound = self.stall_timeout_s
-        async for result in wire.stream(self._client, c.LLM, values, [c.TEXT_OUTPUT], request_id, bound, bound):
-            text = result.as_numpy(c.TEXT_OUTPUT)
-            for item in [] if text is None else text.reshape(-1):
-                yield item.decode("utf-8", errors="replace")
+        responses = wire.stream(self._client, c.LLM, values, [c.TEXT_OUTPUT], request_id, bound, bound, options or None)
+        async with contextlib.aclosing(responses):  # closing this closes the call at once
+            async for result in responses:
+                text = result.as_numpy(c.TEXT_OUTPUT)
+                for item in [] if text is None else text.reshape(-1):
+                    yield item.decode("utf-8", errors="replace")
 
     async def tts_chunks(self, text: str, request_id: str) -> AsyncGenerator[tuple[np.ndarray, int], None]:
         bound = self.stall_timeout_s

@@ -44,9 +44,21 @@ def counter(name: str, description: str, args: dict[str, Any]) -> Metric:
     return Metric(name, description, pb_utils.MetricFamily.COUNTER, args)
 
 
+class LabelledCounters:
+    """One counter family with a metric per value of one extra label (``outcome="..."``)."""
+
+    def __init__(self, name: str, description: str, args: dict[str, Any], label: str, values: list[str]):
+        self._family = pb_utils.MetricFamily(name=name, description=description, kind=pb_utils.MetricFamily.COUNTER)
+        self._metrics = {v: self._family.Metric(labels={**_labels(args), label: v}) for v in values}
+
+    def increment(self, value: str) -> None:
+        self._metrics[value].increment(1)
+
+
 # Metric names, one place.
 STT_RTF = "voicebot_stt_real_time_factor"
 LLM_TTFT = "voicebot_llm_time_to_first_token_seconds"
 LLM_OUTPUT_TOKENS = "voicebot_llm_output_tokens_total"
 TTS_FIRST_AUDIO = "voicebot_tts_time_to_first_audio_seconds"
 VOICE_FIRST_AUDIO = "voicebot_voice_answer_time_to_first_audio_seconds"
+ANSWER_GROUNDING = "voicebot_answer_grounding_total"

@@ -6,6 +6,7 @@ Imported only inside a Triton Python stub (or a test that installs a fake
 
 from __future__ import annotations
 
+import json
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -74,6 +75,26 @@ def input_scalar(request: Any, name: str, kind: type, default: Any = None) -> An
     value = kind(arr.reshape(-1)[0])
     if isinstance(value, float) and not np.isfinite(value):
         raise RequestError(f"input '{name}' must be finite")
+    return value
+
+
+def request_parameter(request: Any, name: str, kind: type, default: Any = None, max_chars: int = 256) -> Any:
+    """One of the request's own ``parameters`` (beside its tensors), checked for type and size.
+    Parameters a model does not know are ignored, as Triton's backends do."""
+    raw = request.parameters()
+    try:
+        values = json.loads(raw) if raw else {}
+    except ValueError:
+        raise RequestError("request parameters are not valid JSON") from None
+    value = values.get(name, default) if isinstance(values, dict) else default
+    if value is default:
+        return default
+    if kind is bool and isinstance(value, str) and value.lower() in ("true", "false"):
+        value = value.lower() == "true"
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise RequestError(f"request parameter '{name}' must be a {kind.__name__}")
+    if isinstance(value, str) and not 0 < len(value) <= max_chars:
+        raise RequestError(f"request parameter '{name}' must be 1 to {max_chars} characters")
     return value
 
 

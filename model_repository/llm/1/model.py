@@ -11,7 +11,7 @@ from voicebot.engines.llm import load_language_model
 from voicebot.sampling import parse_sampling_parameters
 from voicebot.serving import metrics
 from voicebot.serving.config import ConfigError, param, read_sidecar
-from voicebot.serving.triton_io import StreamWorkers, bytes_tensor, input_scalar, input_text
+from voicebot.serving.triton_io import StreamWorkers, bytes_tensor, input_scalar, input_text, request_parameter
 from voicebot.weights import WeightsNotFound
 
 
@@ -49,10 +49,15 @@ class TritonPythonModel:
         # As in Triton's vLLM backend: the prompt is prepended unless excluded, and
         # by default only for non-streaming requests.
         prepend = (not exclude) if exclude is not None else not stream
+        cache_key = request_parameter(request, c.LLM_CACHE_KEY, str, None, c.MAX_CACHE_KEY_CHARS)
+        if request_parameter(request, c.LLM_PREFILL_ONLY, bool, False):
+            # Speculative prefill: the prompt goes into the KV cache, no text comes back.
+            self.engine.prefill(prompt, is_cancelled, cache_key)
+            return
         pieces = []
         count = 0
         try:
-            for delta in self.engine.stream(prompt, params, is_cancelled):
+            for delta in self.engine.stream(prompt, params, is_cancelled, cache_key):
                 if count == 0:
                     self.ttft.observe(time.perf_counter() - began)
                 count += 1

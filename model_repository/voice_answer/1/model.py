@@ -12,7 +12,7 @@ import triton_python_backend_utils as pb_utils
 
 from voicebot import contract as c
 from voicebot.llms import UnknownModel, prompt_format_of
-from voicebot.pipeline import AnswerPipeline, TextPiece
+from voicebot.pipeline import AnswerPipeline, Grounding, TextPiece
 from voicebot.sampling import parse_sampling_parameters
 from voicebot.serving import metrics
 from voicebot.serving.config import ConfigError, param, read_sidecar
@@ -37,14 +37,33 @@ class TritonPythonModel:
             # The prompt follows the model that `llm` (beside this model in the repository) serves.
             llm_dir = Path(args["model_repository"]).parent / c.LLM.name / "1"
             prompt_format = prompt_format_of(read_sidecar(llm_dir))
+            grounding = param(config, "grounding_check", True)
         except (ConfigError, UnknownModel) as exc:
             raise pb_utils.TritonModelException(f"voice_answer: {exc}") from None
         self.first_audio = metrics.histogram(
             metrics.VOICE_FIRST_AUDIO, "Time from request to first audio chunk", args, metrics.LATENCY_BUCKETS
         )
+        self.grounding = metrics.LabelledCounters(
+            metrics.ANSWER_GROUNDING,
+            "Answers by what the grounding check did (abstained: a first clause with facts no passage holds)",
+            args,
+            "outcome",
+            [g.value for g in Grounding],
+        )
         self.loopback = Loopback(stall_timeout_s=stall_timeout_s)
-        self.pipeline = AnswerPipeline(self.loopback.llm_deltas, self.loopback.tts_chunks, prompt_format=prompt_format)
+        self.pipeline = AnswerPipeline(
+            self.loopback.llm_deltas,
+            self.loopback.tts_chunks,
+            prompt_format=prompt_format,
+            grounding=grounding,
+            on_grounding=self._grounded,
+        )
         self.workers = StreamWorkers(pb_utils.Logger.log_error, max_in_flight)
+
+    def _grounded(self, outcome, missing):
+        self.grounding.increment(outcome.value)
+        if missing:
+            pb_utils.Logger.log_info(f"voice_answer: answer {outcome.value}, no passage holds {missing[:5]}")
 
     def execute(self, requests):
         for request in requests:
@@ -63,8 +82,12 @@ class TritonPythonModel:
             self.pipeline.prompt_format.defaults,
         )
         speak = bool(input_scalar(request, c.SPEAK, bool, True))
+        cache_key = input_text(request, c.CACHE_KEY, c.MAX_CACHE_KEY_CHARS, required=False)
         request_id = request.request_id() or uuid.uuid4().hex[:12]
-        answer = self.pipeline.run(question, passages, history, params, speak, request_id)
+        if input_scalar(request, c.PREFILL, bool, False):  # speculation while the user speaks: no output
+            answer = self.pipeline.prefill(passages, history, request_id, cache_key)
+        else:
+            answer = self.pipeline.run(question, passages, history, params, speak, request_id, cache_key)
         first_audio = True
         try:
             for piece in self.loopback.iterate(answer, is_cancelled):

@@ -1,0 +1,161 @@
+"""Work done while the user is still speaking: speculative retrieval and prefill, and the
+final transcript taken from the last partial when nothing but silence came after it.
+
+On each partial transcript the session retrieves and, when the passages changed, asks the LLM
+to prefill the prompt up to the question (instruction, passages, history: every prompt format
+puts the question last) under the session's cache key. At release the final retrieval decides
+what the answer may use; passages that the prefill already holds keep their place at the front
+(:func:`stable_order`), so the answer's prompt shares the longest possible prefix with it and the
+engine evaluates only the rest. :class:`Outcome` says how much was reused.
+
+Pure logic (no Triton, no asyncio) so that it is tested on its own; ``session.py`` drives it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from rag_index import SearchHit
+from voicebot.contract import STT_SAMPLE_RATE
+from voicebot.text import trim_passage
+
+FRAME_SAMPLES = STT_SAMPLE_RATE // 50  # 20 ms
+# A frame is silence when it is this far below the recording's speech level (the 95th
+# percentile of frame energy), or below an absolute floor (-70 dBFS) for digital silence.
+SILENCE_RATIO = 0.05
+SILENCE_FLOOR = 10 ** (-70 / 20)
+
+
+class Outcome(enum.StrEnum):
+    """How much of the answer's prompt a speculative prefill had ready."""
+
+    HIT = "hit"  # every passage and the history: only the question is left to evaluate
+    PARTIAL = "partial"  # the first passage(s): the rest of the prompt is evaluated at release
+    MISS = "miss"  # nothing beyond the fixed instruction
+    NONE = "none"  # nothing was speculated (a typed turn, or too short a recording)
+
+
+def retrieval_query(history: Sequence[str], text: str) -> str:
+    """A follow-up ("and the other one?") is retrieved together with the question before it."""
+    return f"{history[-1]} {text}" if history else text
+
+
+def prompt_passages(hits: Sequence[SearchHit], question: str, words: int) -> list[SearchHit]:
+    """The hits as the prompt has them: each chunk trimmed to the sentences nearest the question
+    (the citations show exactly these, the passages the model saw)."""
+    return [replace(h, text=trim_passage(question, h.text, words)) for h in hits]
+
+
+def _key(hit: SearchHit) -> tuple[str, int, str]:
+    return (hit.document_id, hit.chunk_id, hit.text)
+
+
+def stable_order(prefilled: Sequence[SearchHit], current: Sequence[SearchHit]) -> list[SearchHit]:
+    """``current``'s passages with those the prefill holds first, in the prefill's order, and
+    the new ones after them in rank order: the prompt then shares the longest prefix with what
+    the engine has cached. The set is always ``current``'s: nothing the final retrieval dropped
+    reaches the prompt."""
+    wanted = {_key(h) for h in current}
+    kept = [h for h in prefilled if _key(h) in wanted]
+    seen = {_key(h) for h in kept}
+    return kept + [h for h in current if _key(h) not in seen]
+
+
+def shared_passages(prefilled: Sequence[SearchHit], final: Sequence[SearchHit]) -> int:
+    """How many leading passages two prompts have in common."""
+    n = 0
+    for a, b in zip(prefilled, final, strict=False):
+        if _key(a) != _key(b):
+            break
+        n += 1
+    return n
+
+
+@dataclass
+class Span:
+    """One piece of work on a turn's timeline, in seconds from the start of the recording."""
+
+    stage: str
+    start: float
+    end: float
+
+    def as_ms(self) -> dict[str, object]:
+        return {"stage": self.stage, "start_ms": round(self.start * 1000), "end_ms": round(self.end * 1000)}
+
+
+@dataclass
+class Speculation:
+    """What a recording prefilled: the passages in prompt order and the history it assumed."""
+
+    passages: list[SearchHit]
+    history: tuple[str, ...]
+    complete: bool = False  # its prefill ran to the end (a stopped one left a usable prefix behind)
+
+    def outcome(self, final: Sequence[SearchHit], history: Sequence[str]) -> tuple[Outcome, int]:
+        """How much the answer's prompt (``final`` in prompt order) shares with this prefill,
+        and the number of passages it shares."""
+        shared = shared_passages(self.passages, final)
+        same_history = tuple(history) == self.history
+        if shared == len(self.passages) == len(final) and same_history:
+            return Outcome.HIT, shared
+        return (Outcome.PARTIAL if shared else Outcome.MISS), shared
+
+
+@dataclass
+class PartialTranscript:
+    """A partial transcript and how much of the recording (in bytes) it heard."""
+
+    text: str
+    covered: int
+
+
+def frame_levels(pcm: bytes | bytearray) -> np.ndarray:
+    """RMS level of each whole 20 ms frame of 16-bit PCM, in full-scale units (0..1)."""
+    samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
+    frames = len(samples) // FRAME_SAMPLES
+    blocks = samples[: frames * FRAME_SAMPLES].reshape(frames, FRAME_SAMPLES)
+    return np.sqrt(np.mean(blocks * blocks, axis=1)) if frames else np.zeros(0, dtype=np.float32)
+
+
+FRAME_BYTES = 2 * FRAME_SAMPLES
+
+
+@dataclass
+class Levels:
+    """A recording's frame levels, kept up to date as its audio arrives, and what they say
+    about silence: a frame is silent below :data:`SILENCE_RATIO` of the recording's speech
+    level (its 95th percentile frame) or below :data:`SILENCE_FLOOR`."""
+
+    values: list[float] = field(default_factory=list)
+
+    def update(self, pcm: bytes | bytearray) -> None:
+        """Add the frames of ``pcm`` (the whole recording so far) not measured yet."""
+        done = len(self.values) * FRAME_BYTES
+        whole = len(pcm) // FRAME_BYTES * FRAME_BYTES
+        if whole > done:
+            self.values.extend(frame_levels(pcm[done:whole]).tolist())
+
+    def _threshold(self) -> float:
+        if not self.values:
+            return SILENCE_FLOOR
+        return max(float(np.percentile(self.values, 95)) * SILENCE_RATIO, SILENCE_FLOOR)
+
+    def silent_after(self, offset: int) -> bool:
+        """Every measured frame from byte ``offset`` on is silence (true when there is none)."""
+        tail = self.values[offset // FRAME_BYTES :]
+        threshold = self._threshold()
+        return all(level < threshold for level in tail)
+
+    def speech_ended(self, since: int, quiet_s: float) -> bool:
+        """There was speech after byte ``since`` and the last ``quiet_s`` are silence."""
+        quiet = max(1, round(quiet_s * 50))
+        start = since // FRAME_BYTES
+        if len(self.values) - start <= quiet:
+            return False
+        threshold = self._threshold()
+        recent, before = self.values[-quiet:], self.values[start:-quiet]
+        return all(v < threshold for v in recent) and any(v >= threshold for v in before)

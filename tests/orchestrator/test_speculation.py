@@ -1,0 +1,142 @@
+"""Speculation logic on its own: prompt order, outcomes, silence; then a session that uses it (fakes)."""
+
+import asyncio
+import json
+
+import numpy as np
+from test_session_logic import Client, FakeAnswerer, FakeRetriever
+
+from orchestrator.metrics import Metrics
+from orchestrator.session import Services, TurnRunner, VoiceSession
+from orchestrator.settings import Settings
+from orchestrator.speculation import FRAME_BYTES, Levels, Outcome, Speculation, shared_passages, stable_order
+from rag_index.store import SearchHit
+
+
+def hit(n, text=None):
+    return SearchHit(n, f"doc{n}", "Doc", "doc.txt", "", text or f"passage {n}", 0.5)
+
+
+def test_stable_order_keeps_prefilled_passages_first_and_only_the_final_set():
+    prefilled = [hit(1), hit(2), hit(3)]
+    final = [hit(3), hit(4), hit(1)]  # rank order: 3, 4, 1 (2 was dropped)
+    assert [h.chunk_id for h in stable_order(prefilled, final)] == [1, 3, 4]
+    assert shared_passages(prefilled, stable_order(prefilled, final)) == 1
+    # The same chunk trimmed differently is a different passage: the prompt text differs.
+    assert [h.chunk_id for h in stable_order([hit(1, "other words")], [hit(1), hit(2)])] == [1, 2]
+    assert shared_passages([hit(1, "other words")], [hit(1), hit(2)]) == 0
+
+
+def test_outcomes():
+    spec = Speculation([hit(1), hit(2)], ("earlier?",))
+    assert spec.outcome([hit(1), hit(2)], ["earlier?"]) == (Outcome.HIT, 2)
+    assert spec.outcome([hit(1), hit(2)], []) == (Outcome.PARTIAL, 2)  # the history changed
+    assert spec.outcome([hit(1), hit(3)], ["earlier?"]) == (Outcome.PARTIAL, 1)
+    assert spec.outcome([hit(3), hit(1)], ["earlier?"]) == (Outcome.MISS, 0)
+
+
+def pcm(*parts):
+    """Concatenated PCM: ("tone", seconds) or ("silence", seconds), with a little noise floor."""
+    rng = np.random.default_rng(0)
+    out = []
+    for kind, seconds in parts:
+        n = int(16000 * seconds)
+        noise = rng.normal(0, 30, n)
+        signal = 8000 * np.sin(np.arange(n) * 0.05) if kind == "tone" else 0
+        out.append((noise + signal).astype("<i2").tobytes())
+    return b"".join(out)
+
+
+def test_levels_tell_silence_after_speech_relative_to_its_loudness():
+    audio = pcm(("tone", 1.0), ("silence", 0.5))
+    levels = Levels()
+    for n in range(0, len(audio), 700):  # odd-sized pieces, as frames arrive
+        levels.update(audio[: n + 700])
+    assert len(levels.values) == len(audio) // FRAME_BYTES
+    assert levels.silent_after(32000) and not levels.silent_after(16000)
+    assert levels.speech_ended(since=0, quiet_s=0.3)
+    assert not levels.speech_ended(since=32000, quiet_s=0.3)  # no speech since then
+    quiet = Levels()
+    quiet.update(pcm(("silence", 1.0)))
+    assert not quiet.speech_ended(since=0, quiet_s=0.3)
+
+
+class TwoPhaseSTT:
+    """Partial transcripts say ``partial``; the final one ``final`` (and is counted)."""
+
+    def __init__(self, partial, final):
+        self.partial, self.final, self.finals = partial, final, 0
+
+    async def transcribe(self, audio, encoding, request_id):
+        await asyncio.sleep(0.01)
+        if request_id.endswith("-partial"):
+            return self.partial
+        self.finals += 1
+        return self.final
+
+
+class WordRetriever(FakeRetriever):
+    """Hits 1 and 2 for questions about lamps, 3 and 4 otherwise."""
+
+    async def retrieve(self, query, k, request_id):
+        self.queries.append(query)
+        ids = (1, 2) if "lamp" in query else (3, 4)
+        return [hit(n) for n in ids][:k]
+
+
+def talk(stt, audio, settings=None, answerer=None):
+    settings = settings or Settings(_env_file=None, partial_interval_s=0.5)
+    answerer = answerer or FakeAnswerer()
+    services = Services(stt, WordRetriever(), answerer)
+    client = Client()
+    metrics = Metrics()
+    session = VoiceSession(
+        TurnRunner(services, settings, metrics), settings, metrics, client.send_text, client.send_bytes, "s1"
+    )
+
+    async def scenario():
+        await session.on_text(json.dumps({"type": "start", "sample_rate": 16000, "encoding": "pcm_s16le"}))
+        for n in range(0, len(audio), 640):
+            await session.on_bytes(audio[n : n + 640])
+            await asyncio.sleep(0.002)
+        await asyncio.sleep(0.1)  # the last partial and its speculation finish
+        await session.on_text('{"type": "stop"}')
+        await asyncio.wait_for(session.turn, 5)
+
+    asyncio.run(scenario())
+    done = client.events[-1]
+    assert done["type"] == "done", client.events[-3:]
+    return done, answerer, metrics
+
+
+def counted(metrics, name, **labels):
+    return metrics.registry.get_sample_value(name, labels) or 0
+
+
+def test_a_partial_that_heard_everything_is_the_final_transcript_and_its_prefill_a_hit():
+    stt = TwoPhaseSTT("how long does the lamp charge", "never used")
+    done, answerer, metrics = talk(stt, pcm(("tone", 1.2), ("silence", 0.6)))
+    assert stt.finals == 0  # the final STT did not run: only silence followed the last partial
+    assert done["speculation"] == "hit" and done["prefilled_passages"] == 2
+    assert answerer.prefills and answerer.prefills[-1] == (["passage 1", "passage 2"], [], "s1")
+    assert answerer.cache_keys == ["s1"]
+    stages = {span["stage"] for span in done["timeline"]}
+    assert {"partial_stt", "speculative_retrieval", "prefill", "stt", "retrieval"} <= stages
+    assert counted(metrics, "voicebot_speculation_total", outcome="hit") == 1
+    assert counted(metrics, "voicebot_transcript_reused_total") == 1
+
+
+def test_speech_after_the_last_partial_means_a_final_stt_and_the_final_passages_decide():
+    stt = TwoPhaseSTT("how long does the lamp charge", "which network do guests use")
+    # No silence at the end: the last partial did not hear everything.
+    done, answerer, _ = talk(stt, pcm(("tone", 1.3)), answerer=FakeAnswerer(prefill_delay=0.5))
+    assert stt.finals == 1
+    assert done["speculation"] == "miss" and done["prefilled_passages"] == 0
+    assert answerer.passages[-1] == ["passage 3", "passage 4"]  # the final retrieval's, never the stale ones
+
+
+def test_speculation_can_be_turned_off():
+    stt = TwoPhaseSTT("how long does the lamp charge", "how long does the lamp charge")
+    settings = Settings(_env_file=None, partial_interval_s=0.5, speculate=False, reuse_partial=False)
+    done, answerer, _ = talk(stt, pcm(("tone", 1.2), ("silence", 0.6)), settings=settings)
+    assert stt.finals == 1 and not answerer.prefills and done["speculation"] == "none"
