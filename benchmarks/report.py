@@ -142,3 +142,101 @@ def _save(plt: Any, fig: Any, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def speculation_summary(rows: list[dict]) -> str:
+    """How often the prefill done during speech matched the final passages (done.speculation)."""
+    seen = [r.get("speculation", "") for r in rows if r["ok"] and r.get("speculation")]
+    if not seen:
+        return "not reported (speculation off, or an older server)"
+    counts = {o: seen.count(o) for o in ("hit", "partial", "miss", "none")}
+    spoken = len(seen) - counts["none"]
+    rate = counts["hit"] / spoken if spoken else float("nan")
+    return ", ".join(f"{o} {n}" for o, n in counts.items()) + f" — hit rate {rate:.0%} of {spoken} speculated turns"
+
+
+# Issue 14's targets per profile: voice → first audio P50 (and P99 where set), in ms.
+FIRST_AUDIO_TARGETS = {"cpu": (1000, 1500), "cpu-quality": (1500, None)}
+
+
+def speculation_targets(rows: list[dict], floor: list[dict], profile: str) -> str:
+    """The latency targets of speculative retrieval and prefill, at concurrency 1."""
+    v2fa = stage_values(rows, "voice_to_first_audio_ms")
+    p50, p99 = pct(v2fa, 50), pct(v2fa, 99)
+    lines = ["| target | measured | verdict |", "|---|---|---|"]
+
+    def row(name: str, figure: str, met: bool | None) -> None:
+        lines.append(f"| {name} | {figure} | {'—' if met is None else ('met' if met else '**not met**')} |")
+
+    goal50, goal99 = FIRST_AUDIO_TARGETS.get(profile, (None, None))
+    if goal50 is not None:
+        row(f"voice → first audio P50 ≤ {goal50 / 1000:g} s ({profile})", fmt_s(p50), p50 <= goal50)
+    if goal99 is not None:
+        row(f"voice → first audio P99 ≤ {goal99 / 1000:g} s ({profile})", fmt_s(p99), p99 <= goal99)
+    floor50 = pct([t.get("first_audio_ms", -1) for t in floor], 50)
+    ratio = p50 / floor50 if floor50 == floor50 and floor50 > 0 else float("nan")
+    row(
+        "ratio to the serial in-process floor ≤ 0.6 (P50)",
+        f"{ratio:.2f} ({fmt_s(p50)} / {fmt_s(floor50)})",
+        ratio <= 0.6,
+    )
+    stt = pct(stage_values(rows, "stt_ms"), 50)
+    row("STT after release P50 ≤ 0.2 s", fmt_s(stt), stt <= 200)
+    return "\n".join(lines)
+
+
+def timeline_plot(rows: list[dict], path: Path) -> Path | None:
+    """What ran when in the turn of median voice → first audio (done.timeline), as bars."""
+    turns = sorted((r for r in rows if r["ok"] and r.get("timeline")), key=lambda r: r["voice_to_first_audio_s"])
+    if not turns:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    turn = turns[len(turns) // 2]
+    order = ["partial_stt", "speculative_retrieval", "prefill", "stt", "retrieval", "first_audio"]
+    stages = [s for s in order if any(sp["stage"] == s for sp in turn["timeline"])]
+    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(stages)))
+    for n, stage in enumerate(stages):
+        spans = [(sp["start_ms"] / 1000, (sp["end_ms"] - sp["start_ms"]) / 1000) for sp in turn["timeline"]]
+        mine = [s for s, sp in zip(spans, turn["timeline"], strict=True) if sp["stage"] == stage]
+        ax.broken_barh(mine, (n - 0.35, 0.7), color=f"C{n}")
+    release = next((sp["start_ms"] / 1000 for sp in turn["timeline"] if sp["stage"] == "stt"), None)
+    if release is not None:
+        ax.axvline(release, color="black", linestyle="--", linewidth=1)
+        ax.text(release, len(stages) - 0.4, " release", fontsize=8)
+    ax.set_yticks(range(len(stages)), stages)
+    ax.invert_yaxis()
+    title = f"One turn (median first audio {turn['voice_to_first_audio_s']:.2f} s, {turn.get('speculation', '')})"
+    _label(ax, "seconds from the start of the recording", "", title)
+    return _save(plt, fig, path)
+
+
+def previous_p50s(report_text: str) -> dict[str, float]:
+    """Stage → P50 ms at concurrency 1, read from a committed benchmark report's latency table."""
+    out = {}
+    for line in report_text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[1] == "1" and cells[2].endswith(" s"):
+            out[cells[0]] = float(cells[2][:-2]) * 1000
+    return out
+
+
+def regression_table(now: dict[int, list[dict]], before_text: str, before_name: str, noise: float = 0.15) -> str:
+    """Each stage's P50 at concurrency 1 against the last committed report: what moved more than
+    ``noise`` (unpaired runs on this machine differ by up to ~15%, docs/runtime-notes.md)."""
+    before = previous_p50s(before_text)
+    if not before:
+        return f"no comparable table in {before_name}"
+    lines = [f"Against `{before_name}`:", "", "| stage | before P50 | now P50 | change |", "|---|---|---|---|"]
+    keys = [*STAGES, ("voice_to_first_audio_ms", "**voice → first audio** (client)")]
+    for key, label in keys:
+        now50 = pct(stage_values(now.get(1, []), key), 50)
+        then = before.get(label, float("nan"))
+        if then != then or now50 != now50:
+            continue
+        change = now50 / then - 1 if then > 0 else float("nan")
+        moved = "" if abs(change) <= noise else (" **slower**" if change > 0 else " **faster**")
+        lines.append(f"| {label} | {fmt_s(then)} | {fmt_s(now50)} | {change:+.0%}{moved} |")
+    return "\n".join(lines)

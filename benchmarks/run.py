@@ -26,9 +26,10 @@ import genai  # noqa: E402
 import report  # noqa: E402
 from floor import run_floor  # noqa: E402
 from stack import ServedStack  # noqa: E402
-from voice_e2e import run_level  # noqa: E402
+from voice_e2e import RELEASE_S, run_level  # noqa: E402
 
 from voicebot import contract as c  # noqa: E402
+from voicebot.serving.repository import profile_orchestrator_defaults  # noqa: E402
 
 
 def decode_rate(grpc_url: str, tokens: int = 128) -> float:
@@ -52,12 +53,35 @@ def decode_rate(grpc_url: str, tokens: int = 128) -> float:
     return (len(got) - 1) / (got[-1] - got[0]) if len(got) > 2 else float("nan")
 
 
+def last_committed_report(folder: Path, stem: str) -> Path | None:
+    """The newest benchmark report in git (not an eval, soak or other report), other than this run's."""
+    import subprocess
+
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "*.md"], cwd=folder, capture_output=True, text=True, check=True
+        ).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    reports = sorted(
+        folder / name
+        for name in listed
+        if "/" not in name and name != f"{stem}.md" and "## Latency per stage" in (folder / name).read_text()
+    )
+    return reports[-1] if reports else None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer turns (under 10 minutes)")
     parser.add_argument("--levels", default="1,2,4,8", help="concurrency levels")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--no-perf", action="store_true", help="skip perf_analyzer")
+    parser.add_argument("--profile", default="cpu", help="deployment profile (triton/profiles)")
+    parser.add_argument(
+        "--release-s", type=float, default=RELEASE_S, help="silence streamed after each question before stop"
+    )
+    parser.add_argument("--baseline", type=Path, default=None, help="report to compare with (default: last committed)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     turns_c1 = 4 if args.quick else 16
@@ -71,19 +95,21 @@ def main() -> int:
     started = dt.datetime.now()
 
     print(f"[bench] floor: {len(clips)} questions in-process", file=sys.stderr)
-    passage_words = int(os.environ.get("VOICEBOT_PASSAGE_WORDS", "60"))
-    floor_turns = run_floor(clips, work / "floor-index", documents, passage_words=passage_words)
+    served = {"top_k": 3, "passage_words": 60, **profile_orchestrator_defaults(args.profile)}
+    top_k = int(os.environ.get("VOICEBOT_TOP_K", served["top_k"]))
+    passage_words = int(os.environ.get("VOICEBOT_PASSAGE_WORDS", served["passage_words"]))
+    floor_turns = run_floor(clips, work / "floor-index", documents, top_k, passage_words, args.profile)
 
     by_level: dict[int, list[dict]] = {}
     perf_table, perf_failures = "not run (--no-perf)", []
     genai_table, genai_failures = "not run (--no-perf)", []
-    with ServedStack(work, documents) as stack:
+    with ServedStack(work, documents, profile=args.profile) as stack:
         decode = decode_rate(stack.triton.grpc_url)
-        asyncio.run(run_level(stack.ws_url, clips[:1], 1, 1))  # warm-up, not counted
+        asyncio.run(run_level(stack.ws_url, clips[:1], 1, 1, args.release_s))  # warm-up, not counted
         for level in levels:
             per_session = turns_c1 if level == 1 else turns_other
             print(f"[bench] concurrency {level}: {level * per_session} voice turns", file=sys.stderr)
-            results = asyncio.run(run_level(stack.ws_url, clips, level, per_session))
+            results = asyncio.run(run_level(stack.ws_url, clips, level, per_session, args.release_s))
             by_level[level] = [r.as_row() for r in results]
         if not args.no_perf:
             import perf
@@ -100,12 +126,19 @@ def main() -> int:
             genai_table, genai_failures = genai.run_all(stack.triton.grpc_url, args.out / "raw", args.quick)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"{started:%Y-%m-%d}-{platform.node() or 'machine'}"
+    stem = f"{started:%Y-%m-%d}-{platform.node() or 'machine'}" + ("" if args.profile == "cpu" else f"-{args.profile}")
+    baseline = args.baseline or last_committed_report(args.out, stem)
     (args.out / "raw").mkdir(exist_ok=True)  # raw samples stay local (ignored); the report is committed
     (args.out / "raw" / f"{stem}.json").write_text(
         json.dumps({"floor": [t.__dict__ for t in floor_turns], "served": by_level, "decode_tok_s": decode}, indent=1)
     )
     pngs = report.plots(by_level, args.out, stem)
+    timeline = report.timeline_plot(by_level.get(1, []), args.out / f"{stem}-timeline.png")
+    regression = (
+        report.regression_table(by_level, baseline.read_text(), baseline.name)
+        if baseline is not None
+        else "no earlier report to compare with"
+    )
     floor_rows = [t.timings for t in floor_turns]
     expected = {q.text: q.source for q in corpus.QUESTIONS}
     c1_rows = by_level.get(1, [])
@@ -113,14 +146,29 @@ def main() -> int:
     errors = {level: sum(1 for r in rows if not r["ok"]) for level, rows in by_level.items()}
     text = f"""# Benchmark {started:%Y-%m-%d %H:%M} on {platform.node()} ({os.cpu_count()} cores, {platform.machine()})
 
-Command: `{" ".join(["benchmarks/run.py", *sys.argv[1:]])}`. Documents: {", ".join(d.name for d in documents)}.
+Command: `{" ".join(["benchmarks/run.py", *sys.argv[1:]])}`. Profile `{args.profile}`, top-k {top_k},
+{passage_words} words per passage. Documents: {", ".join(d.name for d in documents)}.
 {len(clips)} espeak-ng questions (en-us, 130 words/min, 16 kHz) streamed as 20 ms frames in real time through
-`/v1/voice`; the floor ran the same models with the same settings in one process, in this same run, before the
-served stack started (so the two never competed for the 2 cores).
+`/v1/voice`, each followed by {args.release_s:g} s of silence before `stop` (the moment a person takes to
+release the button; voice → first audio is measured from `stop`); the floor ran the same models with the same
+settings in one process, serially on the whole clip, in this same run, before the served stack started (so the
+two never competed for the 2 cores).
+
+## Work while the user speaks (concurrency 1)
+
+{report.speculation_targets(by_level.get(1, []), floor_rows, args.profile)}
+
+Speculation: {report.speculation_summary(by_level.get(1, []))}.
+
+{f"![Timeline]({timeline.name})" if timeline else ""}
 
 ## Targets (concurrency 1)
 
 {report.targets_table(by_level, floor_rows, decode)}
+
+## Against the last report
+
+{regression}
 
 ## Latency per stage
 

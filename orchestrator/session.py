@@ -425,7 +425,7 @@ class VoiceSession:
         if previous is not None:
             passages = stable_order(previous.passages, passages)
             running = rec.prefill is not None and not rec.prefill.done()
-            if previous.outcome(passages, history)[0] == Outcome.HIT and (previous.complete or running):
+            if previous.holds(passages, history) and (previous.complete or running):
                 return  # the cache holds (or is getting) exactly this prompt prefix
         if rec.prefill is not None and not rec.prefill.done():
             rec.prefill.cancel()  # what it evaluated stays in the engine for the shared prefix

@@ -33,8 +33,8 @@ SILENCE_FLOOR = 10 ** (-70 / 20)
 class Outcome(enum.StrEnum):
     """How much of the answer's prompt a speculative prefill had ready."""
 
-    HIT = "hit"  # every passage and the history: only the question is left to evaluate
-    PARTIAL = "partial"  # the first passage(s): the rest of the prompt is evaluated at release
+    HIT = "hit"  # every passage and the history, prefilled to the end: only the question is left
+    PARTIAL = "partial"  # the first passage(s), or all of them still prefilling: the rest is evaluated at release
     MISS = "miss"  # nothing beyond the fixed instruction
     NONE = "none"  # nothing was speculated (a typed turn, or too short a recording)
 
@@ -100,9 +100,16 @@ class Speculation:
         and the number of passages it shares."""
         shared = shared_passages(self.passages, final)
         same_history = tuple(history) == self.history
-        if shared == len(self.passages) == len(final) and same_history:
+        if shared == len(self.passages) == len(final) and same_history and self.complete:
             return Outcome.HIT, shared
         return (Outcome.PARTIAL if shared else Outcome.MISS), shared
+
+    def holds(self, passages: Sequence[SearchHit], history: Sequence[str]) -> bool:
+        """Whether this prefill is for exactly these passages and history (finished or not)."""
+        return (
+            shared_passages(self.passages, passages) == len(self.passages) == len(passages)
+            and tuple(history) == self.history
+        )
 
 
 @dataclass

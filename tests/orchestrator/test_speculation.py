@@ -29,6 +29,9 @@ def test_stable_order_keeps_prefilled_passages_first_and_only_the_final_set():
 
 def test_outcomes():
     spec = Speculation([hit(1), hit(2)], ("earlier?",))
+    assert spec.outcome([hit(1), hit(2)], ["earlier?"]) == (Outcome.PARTIAL, 2)  # still prefilling
+    assert spec.holds([hit(1), hit(2)], ["earlier?"]) and not spec.holds([hit(1)], ["earlier?"])
+    spec.complete = True
     assert spec.outcome([hit(1), hit(2)], ["earlier?"]) == (Outcome.HIT, 2)
     assert spec.outcome([hit(1), hit(2)], []) == (Outcome.PARTIAL, 2)  # the history changed
     assert spec.outcome([hit(1), hit(3)], ["earlier?"]) == (Outcome.PARTIAL, 1)

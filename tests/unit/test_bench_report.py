@@ -36,3 +36,21 @@ def test_targets_and_overhead():
     assert "| 8 concurrent sessions with zero errors | 0 errors of 8 turns | met |" in table
     overhead = report.overhead_table(by_level[1], floor)
     assert "| speech to text | 0.40 s | 0.45 s | 1.12× |" in overhead
+
+
+def test_speculation_targets_hit_rate_and_the_regression_check(tmp_path):
+    rows = [row(100, 200, 0.8), row(150, 250, 0.9), row(300, 600, 1.6)]
+    for r, outcome in zip(rows, ["hit", "hit", "miss"], strict=True):
+        r["speculation"] = outcome
+    floor = [{"first_audio_ms": 2000}] * 3
+    table = report.speculation_targets(rows, floor, "cpu")
+    assert "| voice → first audio P50 ≤ 1 s (cpu) | 0.90 s | met |" in table
+    assert "| voice → first audio P99 ≤ 1.5 s (cpu) | 1.59 s | **not met** |" in table
+    assert "| ratio to the serial in-process floor ≤ 0.6 (P50) | 0.45 (0.90 s / 2.00 s) | met |" in table
+    assert "| STT after release P50 ≤ 0.2 s | 0.15 s | met |" in table
+    assert report.speculation_summary(rows).endswith("hit rate 67% of 3 speculated turns")
+    before = report.latency_table({1: [row(400, 250, 1.8), row(400, 250, 1.8)]})
+    moved = report.regression_table({1: rows}, before, "old.md")
+    assert "| speech to text | 0.40 s | 0.15 s | -62% **faster** |" in moved
+    assert "| retrieval | 0.02 s | 0.02 s | +0% |" in moved
+    assert report.timeline_plot(rows, tmp_path / "t.png") is None  # no turn reported a timeline

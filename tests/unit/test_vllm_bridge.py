@@ -88,6 +88,15 @@ def test_cancel_aborts_the_request(fake_vllm):
         engine.close()
 
 
+def test_prefill_is_one_greedy_token_that_leaves_the_prompt_in_the_prefix_cache(fake_vllm):
+    engine = load_language_model({"engine": "vllm", "engine_args": {"model": "/models/x"}})
+    try:
+        assert engine.prefill("Passages: a b c", lambda: False, cache_key="s1") == 4  # the fake counts words
+        assert engine._engine.params["max_tokens"] == 1 and engine._engine.params["temperature"] == 0.0
+    finally:
+        engine.close()
+
+
 def test_vllm_needs_a_model_dir(fake_vllm):
     with pytest.raises(ValueError, match="model"):
         load_language_model({"engine": "vllm", "engine_args": {}})

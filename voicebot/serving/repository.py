@@ -150,17 +150,18 @@ def render(
         if deploy.sidecar:
             sidecar_path = model_dir / "1" / SIDECAR
             current = json.loads(sidecar_path.read_text(encoding="utf-8")) if sidecar_path.is_file() else {}
-            sidecar_path.write_text(json.dumps(_merge(current, deploy.sidecar), indent=2) + "\n", encoding="utf-8")
+            sidecar_path.write_text(json.dumps(merge_sidecar(current, deploy.sidecar), indent=2) + "\n", encoding="utf-8")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return names
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def merge_sidecar(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` over ``base``, nested objects merged key by key (a profile's sidecar over the model's)."""
     merged = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_sidecar(merged[key], value)
         else:
             merged[key] = value
     return merged
