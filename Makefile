@@ -126,9 +126,9 @@ $(VENV)/.bench-installed: $(STAMP)
 	.venv-genai/bin/pip install --quiet --progress-bar on genai-perf==0.0.16
 	@touch $@
 
-bench: setup $(VENV)/.bench-installed .venv-perf/.installed .venv-genai/.installed
+bench: setup $(EXTRA_STAMPS) $(VENV)/.bench-installed .venv-perf/.installed .venv-genai/.installed
 	@$(MAKE) --no-print-directory system-deps APT_PACKAGES="$(APT_PACKAGES) libb64-0d"
-	$(PY) benchmarks/run.py $(BENCH_ARGS)
+	$(PY) benchmarks/run.py --profile $(PROFILE) $(BENCH_ARGS)
 
 bench-quick: BENCH_ARGS = --quick
 bench-quick: bench

@@ -152,7 +152,12 @@ def speculation_summary(rows: list[dict]) -> str:
     counts = {o: seen.count(o) for o in ("hit", "partial", "miss", "none")}
     spoken = len(seen) - counts["none"]
     rate = counts["hit"] / spoken if spoken else float("nan")
-    return ", ".join(f"{o} {n}" for o, n in counts.items()) + f" — hit rate {rate:.0%} of {spoken} speculated turns"
+    finished = sum(1 for r in rows if r["ok"] and r.get("speculation") == "hit" and r.get("prefill_finished"))
+    return (
+        ", ".join(f"{o} {n}" for o, n in counts.items())
+        + f" — hit rate {rate:.0%} of {spoken} speculated turns; in {finished} of the hits the prefill had"
+        " finished before the answer began"
+    )
 
 
 # Issue 14's targets per profile: voice → first audio P50 (and P99 where set), in ms.
@@ -194,6 +199,7 @@ def timeline_plot(rows: list[dict], path: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     turn = turns[len(turns) // 2]
     order = ["partial_stt", "speculative_retrieval", "prefill", "stt", "retrieval", "first_audio"]
     stages = [s for s in order if any(sp["stage"] == s for sp in turn["timeline"])]

@@ -30,6 +30,7 @@ class TurnResult:
     total_s: float = -1.0  # stop sent -> done received
     server: dict[str, float] = field(default_factory=dict)  # the done event's timings, in ms
     speculation: str = ""  # hit / partial / miss / none (done.speculation)
+    prefill_finished: bool = False  # the speculative prefill was done before the answer began
     timeline: list[dict[str, Any]] = field(default_factory=list)  # done.timeline: what ran when
 
     def as_row(self) -> dict[str, Any]:
@@ -93,6 +94,7 @@ async def voice_turn(
                     result.total_s = time.monotonic() - stopped
                     result.server = event["timings"]
                     result.speculation = event.get("speculation", "")
+                    result.prefill_finished = bool(event.get("prefill_finished", False))
                     result.timeline = event.get("timeline", [])
                     result.ok = True
                     return result

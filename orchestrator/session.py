@@ -188,9 +188,11 @@ class TurnRunner:
                     self.metrics.speculation.labels(outcome.value).inc()
                     if timings["first_audio_ms"] >= 0:
                         spoken.span("first_audio", began, began + timings["first_audio_ms"] / 1000)
+                    finished = spoken.speculation is not None and spoken.speculation.complete
                     extra = {
                         "speculation": outcome.value,
                         "prefilled_passages": prefilled,
+                        "prefill_finished": finished,  # before the answer began
                         "timeline": [sp.as_ms() for sp in spoken.spans],
                     }
                 await send_event(event(EventType.DONE, turn_id=turn_id, timings=timings, **extra))
@@ -277,6 +279,7 @@ class VoiceSession:
         self.partial: asyncio.Task[PartialTranscript | None] | None = None
         self._stray_frames_reported = False
         self._turn_live = False  # false from the moment a turn is cancelled: nothing more of it goes out
+        self._prefill: asyncio.Task[None] | None = None  # the last speculative prefill, of any recording
 
     # ---------------------------------------------------------------- sending
 
@@ -310,12 +313,14 @@ class VoiceSession:
             return
         if isinstance(message, Start):  # barge-in when an answer is still streaming
             await self._cancel_turn()
+            self._stop_prefill()  # an earlier recording's: its passages are moot now
             self.recording = Recording(encoding=message.encoding)
             self._stray_frames_reported = False
         elif isinstance(message, Stop):
             await self._stop()
         elif isinstance(message, Cancel):
             self.recording = None
+            self._stop_prefill()
             await self._cancel_turn(always_announce=True)
         elif isinstance(message, TextTurn):
             await self._cancel_turn()
@@ -382,7 +387,7 @@ class VoiceSession:
             due = time.perf_counter() - rec.began >= self.settings.partial_interval_s * (rec.partial_at + 1)
         if not due or (self.partial is not None and not self.partial.done()):
             return  # STT is busy: skip this partial rather than queue behind it
-        if rec.encoding == PCM_ENCODING and ended and prefilling:
+        if rec.encoding == PCM_ENCODING and ended and prefilling and self.settings.end_of_speech_stops_prefill:
             # The transcript that is likely final goes first. Stopping a prefill loses almost
             # nothing: what it evaluated stays in the engine, and the next one starts from there.
             rec.prefill.cancel()  # type: ignore[union-attr]
@@ -432,9 +437,9 @@ class VoiceSession:
         if self.recording is not rec:
             return
         rec.speculation = Speculation(passages, history)
-        rec.prefill = asyncio.create_task(self._prefill(rec, text, rec.speculation))
+        rec.prefill = self._prefill = asyncio.create_task(self._prefill_prompt(rec, text, rec.speculation))
 
-    async def _prefill(self, rec: Recording, text: str, spec: Speculation) -> None:
+    async def _prefill_prompt(self, rec: Recording, text: str, spec: Speculation) -> None:
         began = time.perf_counter()
         try:
             await self.runner.services.answerer.prefill(
@@ -504,10 +509,13 @@ class VoiceSession:
         if running or always_announce:
             await self.send_event(event(EventType.CANCELLED))
 
+    def _stop_prefill(self) -> None:
+        if self._prefill is not None and not self._prefill.done():
+            self._prefill.cancel()
+
     async def close(self) -> None:
         self._turn_live = False
-        prefill = self.recording.prefill if self.recording is not None else None
-        for task in (self.turn, self.partial, prefill):
+        for task in (self.turn, self.partial, self._prefill):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

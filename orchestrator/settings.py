@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     speculate_min_words: int = Field(3, ge=1, le=50)
     end_of_speech_s: float = Field(0.25, ge=0.1, le=3)
     reuse_partial: bool = True
+    # The end-of-speech partial stops a running prefill (it resumes from what it evaluated).
+    end_of_speech_stops_prefill: bool = True
     language: str = "en"
 
     # Limits: every one configurable, every one bounded.

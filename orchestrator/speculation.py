@@ -33,8 +33,8 @@ SILENCE_FLOOR = 10 ** (-70 / 20)
 class Outcome(enum.StrEnum):
     """How much of the answer's prompt a speculative prefill had ready."""
 
-    HIT = "hit"  # every passage and the history, prefilled to the end: only the question is left
-    PARTIAL = "partial"  # the first passage(s), or all of them still prefilling: the rest is evaluated at release
+    HIT = "hit"  # every passage and the history: once the prefill is done, only the question is left
+    PARTIAL = "partial"  # the first passage(s): the rest of the prompt is evaluated at release
     MISS = "miss"  # nothing beyond the fixed instruction
     NONE = "none"  # nothing was speculated (a typed turn, or too short a recording)
 
@@ -93,14 +93,14 @@ class Speculation:
 
     passages: list[SearchHit]
     history: tuple[str, ...]
-    complete: bool = False  # its prefill ran to the end (a stopped one left a usable prefix behind)
+    complete: bool = False  # its prefill ran to the end (a stopped one leaves what it evaluated behind)
 
     def outcome(self, final: Sequence[SearchHit], history: Sequence[str]) -> tuple[Outcome, int]:
         """How much the answer's prompt (``final`` in prompt order) shares with this prefill,
         and the number of passages it shares."""
         shared = shared_passages(self.passages, final)
         same_history = tuple(history) == self.history
-        if shared == len(self.passages) == len(final) and same_history and self.complete:
+        if shared == len(self.passages) == len(final) and same_history:
             return Outcome.HIT, shared
         return (Outcome.PARTIAL if shared else Outcome.MISS), shared
 

@@ -29,10 +29,8 @@ def test_stable_order_keeps_prefilled_passages_first_and_only_the_final_set():
 
 def test_outcomes():
     spec = Speculation([hit(1), hit(2)], ("earlier?",))
-    assert spec.outcome([hit(1), hit(2)], ["earlier?"]) == (Outcome.PARTIAL, 2)  # still prefilling
-    assert spec.holds([hit(1), hit(2)], ["earlier?"]) and not spec.holds([hit(1)], ["earlier?"])
-    spec.complete = True
     assert spec.outcome([hit(1), hit(2)], ["earlier?"]) == (Outcome.HIT, 2)
+    assert spec.holds([hit(1), hit(2)], ["earlier?"]) and not spec.holds([hit(1)], ["earlier?"])
     assert spec.outcome([hit(1), hit(2)], []) == (Outcome.PARTIAL, 2)  # the history changed
     assert spec.outcome([hit(1), hit(3)], ["earlier?"]) == (Outcome.PARTIAL, 1)
     assert spec.outcome([hit(3), hit(1)], ["earlier?"]) == (Outcome.MISS, 0)
@@ -120,7 +118,7 @@ def test_a_partial_that_heard_everything_is_the_final_transcript_and_its_prefill
     stt = TwoPhaseSTT("how long does the lamp charge", "never used")
     done, answerer, metrics = talk(stt, pcm(("tone", 1.2), ("silence", 0.6)))
     assert stt.finals == 0  # the final STT did not run: only silence followed the last partial
-    assert done["speculation"] == "hit" and done["prefilled_passages"] == 2
+    assert done["speculation"] == "hit" and done["prefilled_passages"] == 2 and done["prefill_finished"]
     assert answerer.prefills and answerer.prefills[-1] == (["passage 1", "passage 2"], [], "s1")
     assert answerer.cache_keys == ["s1"]
     stages = {span["stage"] for span in done["timeline"]}
@@ -143,3 +141,34 @@ def test_speculation_can_be_turned_off():
     settings = Settings(_env_file=None, partial_interval_s=0.5, speculate=False, reuse_partial=False)
     done, answerer, _ = talk(stt, pcm(("tone", 1.2), ("silence", 0.6)), settings=settings)
     assert stt.finals == 1 and not answerer.prefills and done["speculation"] == "none"
+
+
+def test_a_prefill_still_running_is_stopped_by_cancel_and_by_closing_the_session():
+    settings = Settings(_env_file=None, partial_interval_s=0.5)
+    answerer = FakeAnswerer(prefill_delay=30)
+    stt = TwoPhaseSTT("how long does the lamp charge", "unused")
+    session = VoiceSession(
+        TurnRunner(Services(stt, WordRetriever(), answerer), settings, Metrics()),
+        settings,
+        Metrics(),
+        Client().send_text,
+        Client().send_bytes,
+        "s1",
+    )
+
+    async def scenario():
+        await session.on_text(json.dumps({"type": "start", "sample_rate": 16000, "encoding": "pcm_s16le"}))
+        audio = pcm(("tone", 0.8))
+        for n in range(0, len(audio), 640):
+            await session.on_bytes(audio[n : n + 640])
+            await asyncio.sleep(0.002)
+        while session._prefill is None:
+            await asyncio.sleep(0.01)
+        first = session._prefill
+        await session.on_text('{"type": "cancel"}')
+        await asyncio.sleep(0)
+        assert first.cancelled() or first.cancelling()
+        await session.close()
+
+    asyncio.run(scenario())
+    assert answerer.prefills  # it had started
