@@ -150,7 +150,9 @@ def render(
         if deploy.sidecar:
             sidecar_path = model_dir / "1" / SIDECAR
             current = json.loads(sidecar_path.read_text(encoding="utf-8")) if sidecar_path.is_file() else {}
-            sidecar_path.write_text(json.dumps(merge_sidecar(current, deploy.sidecar), indent=2) + "\n", encoding="utf-8")
+            sidecar_path.write_text(
+                json.dumps(merge_sidecar(current, deploy.sidecar), indent=2) + "\n", encoding="utf-8"
+            )
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return names
