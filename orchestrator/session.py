@@ -163,6 +163,8 @@ class TurnRunner:
                 seq = 0
                 answered = False
                 cache_key = spoken.cache_key if spoken is not None else None
+                # Read before the answer asks for the context: a prefill then gives way to it.
+                finished = spoken is not None and spoken.speculation is not None and spoken.speculation.complete
                 answer = self.services.answerer.answer(text, prompt_hits, list(history), speak, turn_id, cache_key)
                 async for item in answer:
                     now = time.perf_counter()
@@ -188,7 +190,6 @@ class TurnRunner:
                     self.metrics.speculation.labels(outcome.value).inc()
                     if timings["first_audio_ms"] >= 0:
                         spoken.span("first_audio", began, began + timings["first_audio_ms"] / 1000)
-                    finished = spoken.speculation is not None and spoken.speculation.complete
                     extra = {
                         "speculation": outcome.value,
                         "prefilled_passages": prefilled,
@@ -373,6 +374,8 @@ class VoiceSession:
     # ---------------------------------------------------------------- partial transcripts
 
     def _maybe_partial(self, rec: Recording) -> None:
+        if self.partial is not None and not self.partial.done():
+            return  # STT is busy: skip this partial rather than queue behind it
         interval_bytes = int(self.settings.partial_interval_s * 2 * STT_SAMPLE_RATE)
         if rec.encoding == PCM_ENCODING:
             # Every interval, unless a prefill has the cores (the two would halve each other's
@@ -385,8 +388,8 @@ class VoiceSession:
             due = ended or (len(rec.data) - rec.partial_at >= interval_bytes and not prefilling)
         else:
             due = time.perf_counter() - rec.began >= self.settings.partial_interval_s * (rec.partial_at + 1)
-        if not due or (self.partial is not None and not self.partial.done()):
-            return  # STT is busy: skip this partial rather than queue behind it
+        if not due:
+            return
         if rec.encoding == PCM_ENCODING and ended and prefilling and self.settings.end_of_speech_stops_prefill:
             # The transcript that is likely final goes first. Stopping a prefill loses almost
             # nothing: what it evaluated stays in the engine, and the next one starts from there.
@@ -454,13 +457,15 @@ class VoiceSession:
             rec.spans.append(Span("prefill", began - rec.began, ended - rec.began))
         self.metrics.stage_seconds.labels("prefill").observe(ended - began)
 
-    async def _reusable_transcript(self, rec: Recording, pending: asyncio.Task[Any] | None) -> str | None:
+    async def _reusable_transcript(
+        self, rec: Recording, pending: asyncio.Task[PartialTranscript | None] | None
+    ) -> str | None:
         """The last partial transcript when only silence came after the audio it heard: the
         running one (awaited) or the last finished one; None when the final STT must run."""
         if pending is not None and not pending.done() and rec.levels.silent_after(rec.partial_at):
             heard = await pending
             if heard is not None and heard.text:
-                return str(heard.text)
+                return heard.text
         elif pending is not None and not pending.done():
             pending.cancel()  # its result is moot: the final transcript goes first
         heard = rec.heard

@@ -93,14 +93,15 @@ class Speculation:
 
     passages: list[SearchHit]
     history: tuple[str, ...]
-    complete: bool = False  # its prefill ran to the end (a stopped one leaves what it evaluated behind)
+    # Its prefill call returned (cancelled ones do not; one that gave way to another session's answer
+    # does, early). What a stopped one evaluated stays in the engine either way.
+    complete: bool = False
 
     def outcome(self, final: Sequence[SearchHit], history: Sequence[str]) -> tuple[Outcome, int]:
         """How much the answer's prompt (``final`` in prompt order) shares with this prefill,
         and the number of passages it shares."""
         shared = shared_passages(self.passages, final)
-        same_history = tuple(history) == self.history
-        if shared == len(self.passages) == len(final) and same_history:
+        if self.holds(final, history):
             return Outcome.HIT, shared
         return (Outcome.PARTIAL if shared else Outcome.MISS), shared
 

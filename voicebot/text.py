@@ -405,9 +405,8 @@ class GroundingCheck:
         for p in passages:
             parts += [p.title, p.text]
         self._source = _norm_digits(" ".join(parts))
-        self._numbers = {n for n in _NUMBER.findall(self._source)} | {
-            n.split(".")[0] for n in _NUMBER.findall(self._source)
-        }
+        numbers = _NUMBER.findall(self._source)
+        self._numbers = set(numbers) | {n.split(".")[0] for n in numbers}  # "3.5" also holds "3"
         self._words = set(re.findall(r"[a-z0-9]+", self._source))
         self._keys = {match_key(w) for w in self._words}
 
