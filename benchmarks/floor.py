@@ -49,7 +49,7 @@ def run_floor(
     whisper_cfg = to_dataclass(WhisperSettings, _sidecar(c.WHISPER_STT.name, profile), c.WHISPER_STT.name)
     whisper = WhisperEngine(whisper_model_dir(whisper_cfg.model), whisper_cfg)
     llm_sidecar = _sidecar(c.LLM.name, profile)
-    llm_cfg = LlamaCppSettings(**llm_sidecar.get("llama_cpp", {}))
+    llm_cfg = LlamaCppSettings(**{**llm_sidecar.get("llama_cpp", {}), "parallel": 1})  # serial: one context
     llm = LlamaCppEngine(Path(llm_cfg.model_path) if llm_cfg.model_path else llm_gguf(llm_cfg.model), llm_cfg)
     prompt_format = PROMPT_FORMATS[prompt_format_of(llm_sidecar)]
     piper = PiperEngine(*piper_voice(), to_dataclass(PiperSettings, _sidecar(c.TTS.name, profile), c.TTS.name))

@@ -134,10 +134,15 @@ PREFILL = "prefill"
 
 # Request parameters of ``llm`` (Triton's per-request ``parameters``, beside the tensors, so its
 # tensors stay vllm_backend's): whose prompt this is (a session keeps its prefilled prefix in the
-# engine) and evaluate-only (speculative prefill: no text comes back).
+# engine), evaluate-only (speculative prefill: no text comes back), and how fast the answer is
+# consumed, in characters per second (the engine serves first whoever will run out first).
 LLM_CACHE_KEY = "cache_key"
 LLM_PREFILL_ONLY = "prefill_only"
+LLM_PACE_CPS = "pace_cps"
 MAX_CACHE_KEY_CHARS = 128
+MAX_PACE_CPS = 10000.0
+SPEECH_PACE_CPS = 17.0  # the packaged Piper voice: 17.4 characters per second (benchmarks/speech_pace.py)
+READING_PACE_CPS = 20.0  # a reader: about 240 words a minute
 
 AUDIO_DECODE = ModelContract(
     name="audio_decode",

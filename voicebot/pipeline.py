@@ -29,6 +29,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .contract import READING_PACE_CPS, SPEECH_PACE_CPS
 from .sampling import SamplingParams
 from .text import (
     DEFAULT_PROMPT_FORMAT,
@@ -43,7 +44,7 @@ from .text import (
 
 class LlmStream(Protocol):
     """prompt, sampling parameters, request id → text deltas; ``cache_key`` and
-    ``prefill_only`` are the ``llm`` model's request parameters (voicebot/contract.py)."""
+    ``prefill_only`` and ``pace_cps`` are the ``llm`` model's request parameters (voicebot/contract.py)."""
 
     def __call__(
         self,
@@ -53,6 +54,7 @@ class LlmStream(Protocol):
         *,
         cache_key: str | None = None,
         prefill_only: bool = False,
+        pace_cps: float | None = None,
     ) -> AsyncGenerator[str, None]: ...
 
 
@@ -119,7 +121,9 @@ class AnswerPipeline:
         """Text pieces in order and, with ``speak``, audio pieces in order, interleaved as they come."""
         prompt = self.prompt_format.render(question, passages, history)  # the only place a prompt is built
         check = GroundingCheck(question, passages) if self._grounding else None
-        answer = self._checked_clauses(prompt, params, f"{request_id}-llm", check, cache_key)
+        # The engine schedules by how fast the answer is consumed: spoken, or read.
+        pace = SPEECH_PACE_CPS if speak else READING_PACE_CPS
+        answer = self._checked_clauses(prompt, params, f"{request_id}-llm", check, cache_key, pace)
         if not speak:
             async with contextlib.aclosing(answer) as clauses:
                 async for text, _ in clauses:
@@ -183,10 +187,11 @@ class AnswerPipeline:
         yield  # an async generator of no pieces
 
     async def _clauses(
-        self, prompt: str, params: SamplingParams, request_id: str, cache_key: str | None
+        self, prompt: str, params: SamplingParams, request_id: str, cache_key: str | None, pace_cps: float
     ) -> AsyncGenerator[str, None]:
         splitter = ClauseSplitter(first_max_words=self._first_clause_words)
-        async with contextlib.aclosing(self._llm(prompt, params, request_id, cache_key=cache_key)) as deltas:
+        deltas = self._llm(prompt, params, request_id, cache_key=cache_key, pace_cps=pace_cps)
+        async with contextlib.aclosing(deltas):
             async for delta in deltas:
                 for clause in splitter.feed(delta):
                     yield clause
@@ -200,6 +205,7 @@ class AnswerPipeline:
         request_id: str,
         check: GroundingCheck | None,
         cache_key: str | None,
+        pace_cps: float,
     ) -> AsyncGenerator[tuple[str, str], None]:
         """(text to show, clause to speak) for each clause of the answer, in order, once it is
         complete and grounded. A first clause that states a number or name no passage holds is
@@ -208,7 +214,7 @@ class AnswerPipeline:
         stream, which cancels the generation."""
         n = 0
         sentence_open = False
-        async with contextlib.aclosing(self._clauses(prompt, params, request_id, cache_key)) as clauses:
+        async with contextlib.aclosing(self._clauses(prompt, params, request_id, cache_key, pace_cps)) as clauses:
             async for clause in clauses:
                 missing = check.ungrounded(clause) if check is not None else []
                 if missing:

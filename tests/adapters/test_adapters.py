@@ -75,15 +75,17 @@ class ScriptedLM:
         self.deltas = deltas
         self.seen_params = None
         self.cache_keys: list[str | None] = []
+        self.paces: list[float | None] = []
         self.prefilled: list[tuple[str, str | None]] = []
 
     def prefill(self, prompt, cancelled, cache_key=None):
         self.prefilled.append((prompt, cache_key))
         return len(prompt.split())
 
-    def stream(self, prompt, params, cancelled, cache_key=None):
+    def stream(self, prompt, params, cancelled, cache_key=None, pace_cps=None):
         self.seen_params = params
         self.cache_keys.append(cache_key)
+        self.paces.append(pace_cps)
         for delta in self.deltas:
             if cancelled():
                 return
@@ -142,11 +144,22 @@ def test_llm_request_parameters_name_the_cache_and_ask_for_a_prefill_only(llm_mo
     request = pb.InferenceRequest(inputs, parameters_='{"cache_key": "s1", "unknown": 1}')  # unknown: ignored
     assert llm_model.execute([request]) is None and request.sender.done.wait(10)
     assert outputs(request.sender.responses) == [" Paris", " is", " nice."] and llm_model.lm.cache_keys == ["s1"]
+    request = pb.InferenceRequest(inputs, parameters_='{"pace_cps": 15}')  # how fast the listener hears it
+    assert llm_model.execute([request]) is None and request.sender.done.wait(10)
+    assert llm_model.lm.paces == [None, 15.0]
 
 
 @pytest.mark.parametrize(
     "parameters",
-    ['{"cache_key": 7}', '{"cache_key": ""}', '{"cache_key": "%s"}' % ("k" * 200), '{"prefill_only": "maybe"}'],
+    [
+        '{"cache_key": 7}',
+        '{"cache_key": ""}',
+        '{"cache_key": "%s"}' % ("k" * 200),
+        '{"prefill_only": "maybe"}',
+        '{"pace_cps": "fast"}',
+        '{"pace_cps": 0}',
+        '{"pace_cps": 1e9}',
+    ],
 )
 def test_llm_bad_request_parameters_are_the_requests_error(llm_model, parameters):
     request = pb.InferenceRequest([text(c.TEXT_INPUT, "Q:")], parameters_=parameters)
@@ -211,9 +224,11 @@ class ScriptedLoopback:
         self.tts_calls: list[str] = []
         self.llm_cancelled = False
         self.llm_calls: list[tuple[str, str | None, bool]] = []
+        self.paces: list[float | None] = []
 
-    async def llm_deltas(self, prompt, params, request_id, *, cache_key=None, prefill_only=False):
+    async def llm_deltas(self, prompt, params, request_id, *, cache_key=None, prefill_only=False, pace_cps=None):
         self.llm_calls.append((prompt, cache_key, prefill_only))
+        self.paces.append(pace_cps)
         if prefill_only:
             return
         import asyncio
@@ -276,6 +291,8 @@ def test_voice_answer_speaks_unless_told_not_to(voice_answer):
     voice_answer.lb.tts_calls.clear()
     typed = run_stream(voice_answer, answer_inputs(speak=False))
     assert "".join(outputs(typed)) == "Three hours. Then it glows." and not voice_answer.lb.tts_calls
+    # The engine hears how fast each answer is consumed: spoken, then read.
+    assert voice_answer.lb.paces == [c.SPEECH_PACE_CPS, c.READING_PACE_CPS]
 
 
 def test_voice_answer_prefills_the_prompt_up_to_the_question_under_the_cache_key(voice_answer):

@@ -87,7 +87,8 @@ def test_embeddings_are_unit_vectors_and_semantic():
 
 @pytest.fixture(scope="module")
 def llm():
-    engine = load_language_model({"engine": "llama_cpp", "llama_cpp": {"n_ctx": 1024}})
+    # One context: the tests below are about what that context and the prefix store keep.
+    engine = load_language_model({"engine": "llama_cpp", "llama_cpp": {"n_ctx": 1024, "parallel": 1}})
     yield engine
     engine.close()
 
@@ -152,3 +153,69 @@ def test_llm_prefill_stops_between_chunks_when_cancelled(llm):
     list(llm.stream("Hello", SamplingParams(max_tokens=1, temperature=0.0), lambda: False))  # a different context
     evaluated = llm.prefill(PREFIX * 3, cancelled, cache_key="carol")
     assert 0 < evaluated <= llm.prefill_chunk
+
+
+@pytest.fixture(scope="module")
+def llm2():
+    engine = load_language_model({"engine": "llama_cpp", "llama_cpp": {"n_ctx": 1024, "parallel": 2}})
+    yield engine
+    engine.close()
+
+
+def _collect(engine, prompt, params, out, stamps, name, pace=None):
+    for delta in engine.stream(prompt, params, lambda: False, pace_cps=pace):
+        out.append(delta)
+        stamps.append((time.perf_counter(), name))
+
+
+def test_two_answers_in_flight_take_turns_and_each_decodes_as_if_alone(llm2):
+    import threading
+
+    params = SamplingParams(temperature=0.0, max_tokens=80, ignore_eos=True)
+    long_prompt, short_prompt = "Write about the sea:", PREFIX + QUESTION
+    alone_long = "".join(llm2.stream(long_prompt, params, lambda: False))
+    alone_short = "".join(llm2.stream(short_prompt, SamplingParams(temperature=0.0, max_tokens=12), lambda: False))
+    got_long, got_short, stamps = [], [], []
+    first = threading.Thread(target=_collect, args=(llm2, long_prompt, params, got_long, stamps, "long", 15.0))
+    first.start()
+    while not got_long:
+        time.sleep(0.005)
+    short_params = SamplingParams(temperature=0.0, max_tokens=12)
+    second = threading.Thread(
+        target=_collect, args=(llm2, short_prompt, short_params, got_short, stamps, "short", 15.0)
+    )
+    second.start()
+    first.join(60)
+    second.join(60)
+    assert "".join(got_long) == alone_long and "".join(got_short) == alone_short  # contexts never mix
+    names = [name for _, name in stamps]
+    # The late question was answered while the long answer was still being written.
+    assert names.index("short") < len(names) - 1 - names[::-1].index("long")
+    assert names[-1] == "long"
+
+
+def test_a_prompt_goes_to_the_context_that_holds_its_prefix(llm2):
+    params = SamplingParams(temperature=0.0, max_tokens=4, stop=("\n",))
+    list(llm2.stream(PREFIX + QUESTION, params, lambda: False))
+    list(llm2.stream("Question: What is two and two?\nAnswer:", params, lambda: False))
+    list(llm2.stream(PREFIX + " Which network do guests use?\nAnswer:", params, lambda: False))
+    assert llm2.last_reused >= llm2.count_tokens(PREFIX) - 1
+
+
+def test_an_answer_waiting_for_a_context_stops_when_cancelled(llm2):
+    import threading
+
+    params = SamplingParams(temperature=0.0, max_tokens=300, ignore_eos=True)
+    stop = threading.Event()
+    busy = [threading.Thread(target=lambda: list(llm2.stream("Count:", params, stop.is_set))) for _ in range(2)]
+    for th in busy:
+        th.start()
+    while sum(s.busy for s in llm2._slots) < 2:
+        time.sleep(0.005)
+    began = time.perf_counter()
+    assert list(llm2.stream("Hello", params, lambda: time.perf_counter() - began > 0.2)) == []
+    assert time.perf_counter() - began < 2
+    stop.set()
+    for th in busy:
+        th.join(30)
+    assert not any(s.busy for s in llm2._slots)

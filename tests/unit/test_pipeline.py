@@ -20,13 +20,15 @@ class FakeLlm:
     def __init__(self, deltas: list[str], step: float = 0.0, fail_after: int | None = None) -> None:
         self.deltas, self.step, self.fail_after = deltas, step, fail_after
         self.prompts: list[str] = []
+        self.paces: list[float | None] = []
         self.yielded = 0
         self.finished_at: float | None = None
         self.closed = asyncio.Event()
         self.cancelled = False
 
-    async def __call__(self, prompt, params, request_id, cache_key=None, prefill_only=False):
+    async def __call__(self, prompt, params, request_id, cache_key=None, prefill_only=False, pace_cps=None):
         self.prompts.append(prompt)
+        self.paces.append(pace_cps)
         try:
             for n, delta in enumerate(self.deltas):
                 if self.fail_after is not None and n == self.fail_after:

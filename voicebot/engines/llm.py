@@ -7,20 +7,22 @@ The ``llm`` Triton model picks one from its JSON sidecar (``model.json``):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import itertools
 import queue
 import threading
-from collections import OrderedDict
+import time
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..contract import READING_PACE_CPS
 from ..llms import DEFAULT_LLM
 from ..sampling import SamplingParams
 from ..serving.config import to_dataclass
+from .schedule import Clock, StepScheduler, Ticket
 
 Cancelled = Callable[[], bool]
 
@@ -33,8 +35,16 @@ class LanguageModel(Protocol):
     evaluates only what is new, even when other keys' requests ran in between."""
 
     def stream(
-        self, prompt: str, params: SamplingParams, cancelled: Cancelled, cache_key: str | None = None
-    ) -> Iterator[str]: ...
+        self,
+        prompt: str,
+        params: SamplingParams,
+        cancelled: Cancelled,
+        cache_key: str | None = None,
+        pace_cps: float | None = None,
+    ) -> Iterator[str]:
+        """``pace_cps``: how fast the caller consumes the text (characters per second); an engine
+        with several requests in flight may serve first whoever runs out first."""
+        ...
 
     def prefill(self, prompt: str, cancelled: Cancelled, cache_key: str | None = None) -> int:
         """Evaluate ``prompt`` into the cache without generating; the number of tokens it evaluated."""
@@ -58,6 +68,13 @@ class LlamaCppSettings:
     prefill_chunk: int = 64
     prefix_cache_entries: int = 8
     prefix_cache_mb: int = 256
+    # Answers in flight at once, each in its own context (the weights are shared, memory-mapped);
+    # their steps take turns by the listeners' deadlines (voicebot/engines/schedule.py).
+    parallel: int = 4
+    default_pace_cps: float = READING_PACE_CPS  # for a request that does not say its listener's pace
+
+
+MIN_REUSED_TOKENS = 8  # a shorter shared prefix is evaluated again
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -116,27 +133,55 @@ def eos_holder(eos: int, prompt_tokens: int, min_tokens: int) -> Callable[[Any, 
     return hold
 
 
-class LlamaCppEngine:
-    """llama-cpp-python over a GGUF file. One generation at a time (the context is shared);
-    a prompt reuses the KV cache of whatever prefix it shares with the context's last one, or
-    with its cache key's saved prefill when that shares more."""
+@dataclass(eq=False)
+class _Slot:
+    """One llama.cpp context (its own KV cache) over the shared, memory-mapped weights."""
 
-    def __init__(self, model_path: Path, settings: LlamaCppSettings) -> None:
+    llama: Any
+    busy: bool = False
+    used: int = 0  # when it was last taken (a counter): ties go to the least recently used
+
+    def live_tokens(self) -> list[int]:
+        return self.llama.input_ids[: self.llama.n_tokens].tolist()
+
+
+class LlamaCppEngine:
+    """llama-cpp-python over a GGUF file, with ``parallel`` contexts so that several answers are
+    in flight at once. Their steps (prompt chunks, tokens) take turns on the cores by the
+    listeners' deadlines (:mod:`voicebot.engines.schedule`). A prompt reuses the KV cache of the
+    longest prefix a free context holds, or its cache key's saved prefill when that shares more."""
+
+    def __init__(self, model_path: Path, settings: LlamaCppSettings, clock: Clock = time.perf_counter) -> None:
         from llama_cpp import Llama
 
         if not Path(model_path).is_file():
             raise FileNotFoundError(f"GGUF model not found: {model_path}")
-        self._llama = Llama(
-            model_path=str(model_path),
-            n_ctx=settings.n_ctx,
-            n_threads=settings.n_threads,
-            n_threads_batch=settings.n_threads_batch or settings.n_threads,
-            n_batch=settings.n_batch,
-            verbose=False,
-        )
-        self._lock = threading.Lock()
-        self._waiting = 0  # answers waiting for the context: a prefill gives way to them
-        self._waiting_lock = threading.Lock()
+        if not 1 <= settings.parallel <= 16:
+            raise ValueError(f"llama_cpp.parallel must be 1 to 16, got {settings.parallel}")
+        if not settings.default_pace_cps > 0:
+            raise ValueError(f"llama_cpp.default_pace_cps must be positive, got {settings.default_pace_cps}")
+        self._slots = [
+            _Slot(
+                Llama(
+                    model_path=str(model_path),
+                    n_ctx=settings.n_ctx,
+                    n_threads=settings.n_threads,
+                    n_threads_batch=settings.n_threads_batch or settings.n_threads,
+                    n_batch=settings.n_batch,
+                    verbose=False,
+                )
+            )
+            for _ in range(settings.parallel)
+        ]
+        self._llama = self._slots[0].llama  # for the tokenizer and the model's metadata
+        self._slots_cond = threading.Condition()
+        self._queue: deque[Ticket] = deque()  # answers waiting for a free context, first come first
+        self._keys_waiting: Counter[str] = Counter()  # their cache keys
+        self._prefilling: set[str] = set()  # cache keys whose prefill holds a context
+        self._taken = itertools.count(1)
+        self.clock = clock
+        self.scheduler = StepScheduler(clock)
+        self.default_pace_cps = settings.default_pace_cps
         self.n_ctx = settings.n_ctx
         self.prefill_chunk = max(1, settings.prefill_chunk)
         self.store = PrefixStore(settings.prefix_cache_entries, settings.prefix_cache_mb * 2**20)
@@ -156,35 +201,74 @@ class LlamaCppEngine:
             raise ValueError(f"prompt is {len(tokens)} tokens; the context holds {self.n_ctx}")
         return tokens
 
-    @contextlib.contextmanager
-    def _context(self, answer: bool) -> Iterator[None]:
-        if not answer:
-            with self._lock:
-                yield
-            return
-        with self._waiting_lock:
-            self._waiting += 1
-        try:
-            self._lock.acquire()
-        finally:
-            with self._waiting_lock:
-                self._waiting -= 1
-        try:
-            yield
-        finally:
-            self._lock.release()
+    # ------------------------------------------------------------------ contexts
 
-    def _live_tokens(self) -> list[int]:
-        return self._llama.input_ids[: self._llama.n_tokens].tolist()
+    def _free(self) -> list[_Slot]:
+        return [s for s in self._slots if not s.busy]
 
-    def _restore_if_longer(self, tokens: list[int], cache_key: str | None) -> bool:
+    def _take(self, slot: _Slot) -> _Slot:
+        slot.busy, slot.used = True, next(self._taken)
+        return slot
+
+    def _best(self, free: list[_Slot], tokens: list[int]) -> _Slot:
+        return max(free, key=lambda s: (common_prefix(s.live_tokens(), tokens), -s.used))
+
+    def _slot_for_answer(self, ticket: Ticket, tokens: list[int], cache_key: str | None, cancelled: Cancelled):
+        """A free context for an answer, in order of arrival; None when cancelled while waiting.
+        An answer whose own prefill is running waits for that context (the prefill stops for it)."""
+        with self._slots_cond:
+            self._queue.append(ticket)
+            if cache_key:
+                self._keys_waiting[cache_key] += 1
+            try:
+                while True:
+                    free = self._free()
+                    own_prefill = cache_key is not None and cache_key in self._prefilling
+                    if free and self._queue[0] is ticket and not own_prefill:
+                        return self._take(self._best(free, tokens))
+                    if cancelled():
+                        return None
+                    self._slots_cond.wait(0.05)
+            finally:
+                self._queue.remove(ticket)
+                if cache_key:
+                    self._keys_waiting[cache_key] -= 1
+                    if not self._keys_waiting[cache_key]:
+                        del self._keys_waiting[cache_key]
+                self._slots_cond.notify_all()
+
+    def _slot_for_prefill(self, tokens: list[int], cache_key: str | None) -> _Slot | None:
+        """A free context for speculation, or None: a prefill never queues behind answers."""
+        with self._slots_cond:
+            free = self._free()
+            if not free or self._queue:
+                return None
+            if cache_key:
+                self._prefilling.add(cache_key)
+            return self._take(self._best(free, tokens))
+
+    def _release(self, slot: _Slot, prefill_key: str | None = None) -> None:
+        with self._slots_cond:
+            slot.busy = False
+            if prefill_key:
+                self._prefilling.discard(prefill_key)
+            self._slots_cond.notify_all()
+
+    def _answer_wants(self, cache_key: str | None) -> bool:
+        """Whether a prefill should give its context up: its own answer came, or answers wait
+        with every context taken."""
+        with self._slots_cond:
+            own = cache_key is not None and cache_key in self._keys_waiting
+            return own or (bool(self._queue) and not self._free())
+
+    def _restore_if_longer(self, slot: _Slot, tokens: list[int], cache_key: str | None) -> bool:
         """Load the key's saved prefix when it shares more of ``tokens`` than the context does."""
         import llama_cpp
 
         saved = self.store.get(cache_key) if cache_key else None
-        if saved is None or common_prefix(saved.tokens, tokens) <= common_prefix(self._live_tokens(), tokens):
+        if saved is None or common_prefix(saved.tokens, tokens) <= common_prefix(slot.live_tokens(), tokens):
             return False
-        llama, ctx = self._llama, self._llama._ctx
+        llama, ctx = slot.llama, slot.llama._ctx
         ctx.kv_cache_seq_rm(-1, 0, -1)
         buffer = (ctypes.c_uint8 * len(saved.state)).from_buffer_copy(saved.state)
         if llama_cpp.llama_state_seq_set_data(ctx.ctx, buffer, len(saved.state), 0) != len(saved.state):
@@ -195,36 +279,61 @@ class LlamaCppEngine:
         llama._requires_eval = True  # restored logits are not live: the next decode refreshes them
         return True
 
-    def _save(self, cache_key: str) -> None:
+    def _save(self, slot: _Slot, cache_key: str) -> None:
         import llama_cpp
 
-        ctx = self._llama._ctx.ctx
+        ctx = slot.llama._ctx.ctx
         size = llama_cpp.llama_state_seq_get_size(ctx, 0)
         buffer = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0)
-        self.store.put(cache_key, SavedPrefix(tuple(self._live_tokens()), bytes(buffer[:written])))
+        self.store.put(cache_key, SavedPrefix(tuple(slot.live_tokens()), bytes(buffer[:written])))
 
-    def prefill(self, prompt: str, cancelled: Cancelled, cache_key: str | None = None) -> int:
-        tokens = self._checked_tokens(prompt)
-        with self._context(answer=False):
-            self._restore_if_longer(tokens, cache_key)
-            llama = self._llama
-            start = common_prefix(self._live_tokens(), tokens)
-            llama.n_tokens = start
-            llama._ctx.kv_cache_seq_rm(-1, start, -1)
-            done = start
-            # Small chunks so that an answer waiting for the context (or a cancel) gets it soon;
-            # what was evaluated stays in the context for whoever shares the prefix.
-            while done < len(tokens) and not cancelled() and not self._waiting:
+    def _evaluate(self, slot: _Slot, tokens: list[int], ticket: Ticket, stop: Cancelled) -> int:
+        """Evaluate what ``tokens`` adds to the context's common prefix, a chunk per scheduler
+        step, until done or ``stop()``; the number of tokens evaluated."""
+        llama = slot.llama
+        start = common_prefix(slot.live_tokens(), tokens)
+        if start < MIN_REUSED_TOKENS:
+            # Keeping a BOS or a word saves nothing, and decoding after a removed tail is not
+            # bit-identical to a fresh context (Gemma's sliding-window cache): start clean.
+            start = 0
+        llama.n_tokens = start
+        llama._ctx.kv_cache_seq_rm(-1, start, -1)
+        done = start
+        while done < len(tokens) and not stop():
+            with self.scheduler.step(ticket, stop) as granted:
+                if not granted:
+                    break
                 chunk = tokens[done : done + self.prefill_chunk]
                 llama.eval(chunk)
                 done += len(chunk)
+        return done - start
+
+    # ------------------------------------------------------------------ requests
+
+    def prefill(self, prompt: str, cancelled: Cancelled, cache_key: str | None = None) -> int:
+        tokens = self._checked_tokens(prompt)
+        slot = self._slot_for_prefill(tokens, cache_key)
+        if slot is None:
+            return 0
+        try:
+            self._restore_if_longer(slot, tokens, cache_key)
+            ticket = Ticket(arrival=self.clock(), speculative=True)
+            # What was evaluated stays in the context and, saved, for the key's answer.
+            done = self._evaluate(slot, tokens, ticket, lambda: cancelled() or self._answer_wants(cache_key))
             if cache_key:
-                self._save(cache_key)
-            return done - start
+                self._save(slot, cache_key)
+            return done
+        finally:
+            self._release(slot, cache_key)
 
     def stream(
-        self, prompt: str, params: SamplingParams, cancelled: Cancelled, cache_key: str | None = None
+        self,
+        prompt: str,
+        params: SamplingParams,
+        cancelled: Cancelled,
+        cache_key: str | None = None,
+        pace_cps: float | None = None,
     ) -> Iterator[str]:
         tokens = self._checked_tokens(prompt)
         prompt_tokens = len(tokens)
@@ -236,10 +345,19 @@ class LlamaCppEngine:
             from llama_cpp import LogitsProcessorList
 
             processors = LogitsProcessorList([eos_holder(eos, prompt_tokens, params.min_tokens)])
-        with self._context(answer=True):
-            self._restore_if_longer(tokens, cache_key)
-            self.last_reused = common_prefix(self._live_tokens(), tokens)
-            chunks: Any = self._llama.create_completion(
+        ticket = Ticket(arrival=self.clock(), pace_cps=pace_cps or self.default_pace_cps)
+        slot = self._slot_for_answer(ticket, tokens, cache_key, cancelled)
+        if slot is None:
+            return
+        try:
+            self._restore_if_longer(slot, tokens, cache_key)
+            self.last_reused = common_prefix(slot.live_tokens(), tokens)
+            # The prompt but its last token in chunks that take turns with other answers;
+            # create_completion then evaluates the last one and samples.
+            self._evaluate(slot, tokens[:-1], ticket, cancelled)
+            if cancelled():
+                return
+            chunks: Any = slot.llama.create_completion(
                 tokens,  # the token list: exactly what prefill evaluated for the same text
                 max_tokens=max_tokens,
                 temperature=params.temperature,
@@ -257,17 +375,25 @@ class LlamaCppEngine:
                 stream=True,
             )
             try:
-                for chunk in chunks:
-                    if cancelled():
+                while True:
+                    with self.scheduler.step(ticket, cancelled) as granted:
+                        if not granted:
+                            return
+                        chunk = next(chunks, None)
+                    if chunk is None or cancelled():
                         return
                     text = chunk["choices"][0]["text"]
                     if text:
-                        yield text
+                        ticket.wrote(text, self.clock())
+                        yield text  # outside the step: sending it does not hold up the others
             finally:
-                chunks.close()  # frees the context for the next request at once
+                chunks.close()
+        finally:
+            self._release(slot)
 
     def close(self) -> None:
-        self._llama.close()
+        for slot in self._slots:
+            slot.llama.close()
 
 
 @dataclass(frozen=True)
@@ -325,7 +451,12 @@ class VllmEngine:
         return self.count_tokens(prompt)
 
     def stream(
-        self, prompt: str, params: SamplingParams, cancelled: Cancelled, cache_key: str | None = None
+        self,
+        prompt: str,
+        params: SamplingParams,
+        cancelled: Cancelled,
+        cache_key: str | None = None,
+        pace_cps: float | None = None,  # vLLM batches every request each step: no pace needed
     ) -> Iterator[str]:
         request_id = f"voicebot-{next(self._ids)}"
         deltas: queue.Queue[str | BaseException | None] = queue.Queue()

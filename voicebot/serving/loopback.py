@@ -67,12 +67,15 @@ class Loopback:
         *,
         cache_key: str | None = None,
         prefill_only: bool = False,
+        pace_cps: float | None = None,
     ) -> AsyncGenerator[str, None]:
         options: dict[str, Any] = {}
         if cache_key:
             options[c.LLM_CACHE_KEY] = cache_key
         if prefill_only:
             options[c.LLM_PREFILL_ONLY] = True
+        if pace_cps:
+            options[c.LLM_PACE_CPS] = pace_cps
         values = {
             c.TEXT_INPUT: prompt,
             c.STREAM: True,

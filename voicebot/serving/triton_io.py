@@ -91,6 +91,8 @@ def request_parameter(request: Any, name: str, kind: type, default: Any = None, 
         return default
     if kind is bool and isinstance(value, str) and value.lower() in ("true", "false"):
         value = value.lower() == "true"
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
         raise RequestError(f"request parameter '{name}' must be a {kind.__name__}")
     if isinstance(value, str) and not 0 < len(value) <= max_chars:

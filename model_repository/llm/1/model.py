@@ -11,7 +11,14 @@ from voicebot.engines.llm import load_language_model
 from voicebot.sampling import parse_sampling_parameters
 from voicebot.serving import metrics
 from voicebot.serving.config import ConfigError, param, read_sidecar
-from voicebot.serving.triton_io import StreamWorkers, bytes_tensor, input_scalar, input_text, request_parameter
+from voicebot.serving.triton_io import (
+    RequestError,
+    StreamWorkers,
+    bytes_tensor,
+    input_scalar,
+    input_text,
+    request_parameter,
+)
 from voicebot.weights import WeightsNotFound
 
 
@@ -50,6 +57,9 @@ class TritonPythonModel:
         # by default only for non-streaming requests.
         prepend = (not exclude) if exclude is not None else not stream
         cache_key = request_parameter(request, c.LLM_CACHE_KEY, str, None, c.MAX_CACHE_KEY_CHARS)
+        pace = request_parameter(request, c.LLM_PACE_CPS, float, None)
+        if pace is not None and not 0 < pace <= c.MAX_PACE_CPS:
+            raise RequestError(f"request parameter '{c.LLM_PACE_CPS}' must be in (0, {c.MAX_PACE_CPS:g}]")
         if request_parameter(request, c.LLM_PREFILL_ONLY, bool, False):
             # Speculative prefill: the prompt goes into the KV cache, no text comes back.
             self.engine.prefill(prompt, is_cancelled, cache_key)
@@ -57,7 +67,7 @@ class TritonPythonModel:
         pieces = []
         count = 0
         try:
-            for delta in self.engine.stream(prompt, params, is_cancelled, cache_key):
+            for delta in self.engine.stream(prompt, params, is_cancelled, cache_key, pace):
                 if count == 0:
                     self.ttft.observe(time.perf_counter() - began)
                 count += 1
