@@ -9,6 +9,8 @@ from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
+from .triton_io import BACKEND_CALLS
+
 LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0]
 RTF_BUCKETS = [0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0]
 
@@ -30,10 +32,12 @@ class Metric:
             self._metric = self._family.Metric(labels=_labels(args), buckets=buckets)
 
     def observe(self, value: float) -> None:
-        self._metric.observe(value)
+        with BACKEND_CALLS:
+            self._metric.observe(value)
 
     def increment(self, value: float) -> None:
-        self._metric.increment(value)
+        with BACKEND_CALLS:
+            self._metric.increment(value)
 
 
 def histogram(name: str, description: str, args: dict[str, Any], buckets: list[float]) -> Metric:
@@ -52,7 +56,8 @@ class LabelledCounters:
         self._metrics = {v: self._family.Metric(labels={**_labels(args), label: v}) for v in values}
 
     def increment(self, value: str) -> None:
-        self._metrics[value].increment(1)
+        with BACKEND_CALLS:
+            self._metrics[value].increment(1)
 
 
 # Metric names, one place.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -17,6 +18,11 @@ import triton_python_backend_utils as pb_utils
 
 # Engines raise ValueError for inputs they cannot use; that is the client's error.
 INPUT_ERRORS = (ValueError,)
+CANCEL_CHECK_S = 0.05  # how stale a request's cancellation state may be
+# Calls from a stub into the Python backend (responses, cancellation checks, custom metrics), one
+# at a time per process: custom-metric messages from several request threads at once corrupted
+# the backend's shared-memory allocator in tritonserver 2.51 (signal 11 in Metric::~Metric).
+BACKEND_CALLS = threading.Lock()
 
 
 class RequestError(Exception):
@@ -145,11 +151,25 @@ class StreamWorkers:
 
     def _run(self, request: Any, sender: Any, produce: Callable[..., Iterator[list[Any]]]) -> None:
         final: Any = None
+
+        checked = [0.0, False]  # when the backend was last asked, and what it said
+
+        def cancelled() -> bool:
+            # Engines ask often (every token, every wait): ask the backend at most every
+            # CANCEL_CHECK_S, and never again once it said yes.
+            now = time.monotonic()
+            if not checked[1] and now - checked[0] >= CANCEL_CHECK_S:
+                with BACKEND_CALLS:
+                    checked[1] = bool(sender.is_cancelled())
+                checked[0] = now
+            return bool(checked[1])
+
         try:
-            for tensors in produce(request, sender.is_cancelled):
-                if sender.is_cancelled():
+            for tensors in produce(request, cancelled):
+                if cancelled():
                     break
-                sender.send(pb_utils.InferenceResponse(output_tensors=tensors))
+                with BACKEND_CALLS:
+                    sender.send(pb_utils.InferenceResponse(output_tensors=tensors))
         except RequestError as exc:
             final = error_response(str(exc), exc.code)
         except INPUT_ERRORS as exc:
@@ -160,10 +180,11 @@ class StreamWorkers:
         finally:
             # Exactly one final flag per request, whatever happened above.
             try:
-                if final is not None:
-                    sender.send(final, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-                else:
-                    sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                with BACKEND_CALLS:
+                    if final is not None:
+                        sender.send(final, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                    else:
+                        sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
             except Exception as exc:  # the client may be gone
                 self._log(f"could not send final response: {exc}")
             self._slots.release()
