@@ -14,6 +14,7 @@ STAGES = (
     "total",
     "partial_stt",
     "prefill",
+    "queue",
 )
 
 
@@ -43,6 +44,14 @@ class Metrics:
             "voicebot_transcript_reused_total",
             "Spoken turns whose final transcript was the last partial (only silence came after it)",
             registry=self.registry,
+        )
+        self.turns_running = Gauge("voicebot_turns_running", "Turns holding a slot", registry=self.registry)
+        self.turn_queue = Gauge("voicebot_turn_queue_length", "Turns waiting for a slot", registry=self.registry)
+        self.turns_queued = Counter(
+            "voicebot_turns_queued_total", "Turns that waited for a slot (told busy)", registry=self.registry
+        )
+        self.turns_rejected = Counter(
+            "voicebot_turns_rejected_total", "Turns refused as overloaded (queue full)", registry=self.registry
         )
         self.active_sessions = Gauge("voicebot_active_sessions", "Open voice sessions", registry=self.registry)
         self.index_documents = Gauge("voicebot_index_documents", "Documents in the index", registry=self.registry)

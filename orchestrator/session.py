@@ -23,6 +23,7 @@ from typing import Any
 from rag_index import SearchHit
 from voicebot.contract import STT_SAMPLE_RATE, ErrorCode, EventType
 
+from .admission import Admission, Overloaded
 from .logs import turn_id as turn_id_var
 from .metrics import Metrics
 from .protocol import (
@@ -91,6 +92,7 @@ class TurnRunner:
         self.services = services
         self.settings = settings
         self.metrics = metrics
+        self.admission = Admission(settings.max_turns, settings.max_queued_turns, metrics)
 
     async def run(
         self,
@@ -111,8 +113,13 @@ class TurnRunner:
         turn_id_var.set(turn_id)  # this task's context: every log line of the turn carries it
         kind = "voice" if audio is not None else "text"
         timings: dict[str, int] = {}
+
+        async def busy(position: int, estimate_s: float) -> None:
+            await send_event(event(EventType.BUSY, position=position, estimate_s=round(estimate_s, 1)))
+
         try:
-            async with asyncio.timeout(self.settings.turn_timeout_s):
+            async with asyncio.timeout(self.settings.turn_timeout_s), self.admission.turn(busy) as waited:
+                timings["queue_ms"] = _ms(waited)
                 if audio is not None:
                     text = await spoken.reuse() if spoken is not None and spoken.reuse is not None else None
                     if text is not None:
@@ -200,6 +207,11 @@ class TurnRunner:
                 self.metrics.observe_timings({k: v for k, v in timings.items() if v >= 0})
                 self.metrics.turns.labels(kind, "ok").inc()
                 log.info("turn done", extra={"timings": timings})
+        except Overloaded as exc:
+            self.metrics.errors.labels(ErrorCode.OVERLOADED).inc()
+            self.metrics.turns.labels(kind, "rejected").inc()
+            payload = error_event(ErrorCode.OVERLOADED, str(exc))
+            await send_event({**payload, "retry_after_s": round(exc.retry_after_s, 1)})
         except ServiceError as exc:
             self.metrics.errors.labels(exc.code).inc()
             self.metrics.turns.labels(kind, "error").inc()
@@ -416,8 +428,9 @@ class VoiceSession:
 
     async def _speculate(self, rec: Recording, text: str) -> None:
         """Retrieve for the partial transcript; when its passages differ from what the last
-        prefill holds, prefill them instead (survivors first, so their cache stays useful)."""
-        if len(text.split()) < self.settings.speculate_min_words:
+        prefill holds, prefill them instead (survivors first, so their cache stays useful). Not
+        while every turn slot is taken: the cores are needed for answers then."""
+        if len(text.split()) < self.settings.speculate_min_words or self.runner.admission.saturated:
             return
         began = time.perf_counter()
         history = tuple(self.history)

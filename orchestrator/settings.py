@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     header_timeout_s: float = Field(10.0, gt=0.5, le=300)
     body_timeout_s: float = Field(120.0, gt=1, le=3600)
     turn_timeout_s: float = Field(120.0, gt=1)
+    # Admission (orchestrator/admission.py): turns that run at once; more wait in a queue of this
+    # bound, told `busy`; past it a turn gets `overloaded`. The queue wait counts in turn_timeout_s.
+    max_turns: int = Field(4, ge=1, le=1024)
+    max_queued_turns: int = Field(8, ge=0, le=10_000)
     # A dead model process never answers, so every wait on Triton is bounded (`upstream_stalled`):
     # the first answer of a call may queue behind other sessions' work (at 8 sessions on 2 cores,
     # up to ~30 s for the LLM's first token); after that, pieces of a stream come back to back.

@@ -239,6 +239,7 @@ class EventType(StrEnum):
     AUDIO = "audio"
     DONE = "done"
     CANCELLED = "cancelled"
+    BUSY = "busy"  # the turn waits for capacity: its place in the queue and an estimate
     ERROR = "error"
 
 
@@ -282,6 +283,7 @@ class ErrorCode(StrEnum):
     TOO_MANY_SESSIONS = "too_many_sessions"
     # The service's fault or state
     NO_ANSWER = "no_answer"  # the model produced no text for the question
+    OVERLOADED = "overloaded"  # every turn slot and queue place taken: retry after retry_after_s
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
     UPSTREAM_STALLED = "upstream_stalled"
     TURN_TIMEOUT = "turn_timeout"

@@ -110,6 +110,7 @@ def test_voice_turn_event_order():
     assert types[audio_at + 1] == "<binary>"  # header, then its frame
     done = client.events[-1]
     assert set(done["timings"]) == {
+        "queue_ms",
         "stt_ms",
         "retrieval_ms",
         "llm_first_token_ms",

@@ -123,7 +123,7 @@ def test_cancel_stops_generation_within_about_a_token(vllm_triton):
 @pytest.mark.parametrize(
     ("prompt", "params", "says"),
     [
-        (QUESTION, "{not json", "sampling_parameters"),
+        (QUESTION, "{not json", c.SAMPLING_PARAMETERS),
         ("   ", {"max_tokens": 4}, "is empty"),
         ("word " * 4000, {"max_tokens": 4}, "maximum context length is 2048 tokens"),
     ],

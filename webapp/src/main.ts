@@ -6,9 +6,18 @@ import workletUrl from "./capture-worklet.ts?worker&url";
 import { Api, AuthRequired, type DocumentInfo } from "./api";
 import { Downsampler, FrameChunker, TARGET_RATE, floatToPcm16, level } from "./pcm";
 import { Player } from "./player";
-import { type Citation, type ClientEvent, EventDecoder, type ServerEvent, type Timings, voiceUrl, waterfall } from "./protocol";
+import {
+  busyMessage,
+  type Citation,
+  type ClientEvent,
+  EventDecoder,
+  type ServerEvent,
+  type Timings,
+  voiceUrl,
+  waterfall,
+} from "./protocol";
 
-type State = "idle" | "listening" | "transcribing" | "thinking" | "speaking";
+type State = "idle" | "listening" | "transcribing" | "thinking" | "speaking" | "busy";
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const els = {
@@ -195,9 +204,11 @@ function onEvent(event: ServerEvent, audio?: Int16Array): void {
       if (!userBubble) userBubble = bubble("user", "");
       userBubble.querySelector(".text")!.textContent = event.text || "…";
       userBubble.classList.toggle("partial", !event.final);
+      if (event.final && state === "busy") clearError(); // admitted: the busy notice is over
       if (event.final) setState("thinking");
       break;
     case "citations":
+      if (state === "busy") clearError(); // a typed question has no transcript event
       showCitations(event.items);
       setState("thinking");
       break;
@@ -222,6 +233,10 @@ function onEvent(event: ServerEvent, audio?: Int16Array): void {
       break;
     case "cancelled":
       finishTurn();
+      break;
+    case "busy":
+      showError(busyMessage(event)); // cleared when the answer starts
+      if (state !== "listening") setState("busy");
       break;
     case "error":
       showError(`${event.message} (${event.code})`);

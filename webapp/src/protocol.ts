@@ -22,7 +22,8 @@ export type ServerEvent =
   | { type: "audio"; sample_rate: number; encoding: string; seq: number }
   | { type: "done"; turn_id: string; timings: Timings }
   | { type: "cancelled" }
-  | { type: "error"; code: string; message: string };
+  | { type: "busy"; position: number; estimate_s: number }
+  | { type: "error"; code: string; message: string; retry_after_s?: number };
 
 export type ClientEvent =
   | { type: "start"; sample_rate: number; encoding: "pcm_s16le" }
@@ -35,7 +36,14 @@ export interface Decoded {
   audio?: Int16Array;
 }
 
-const KNOWN = new Set(["transcript", "citations", "token", "audio", "done", "cancelled", "error"]);
+const KNOWN = new Set(["transcript", "citations", "token", "audio", "done", "cancelled", "busy", "error"]);
+
+/** What to tell someone whose question waits for the server (a `busy` event). */
+export function busyMessage(event: { position: number; estimate_s: number }): string {
+  const place = event.position === 1 ? "next in line" : `number ${event.position} in line`;
+  const wait = event.estimate_s >= 1 ? `, about ${Math.round(event.estimate_s)} s` : "";
+  return `The server is busy: your question is ${place}${wait}.`;
+}
 
 /**
  * Turns WebSocket messages into events. An `audio` event announces the binary frame

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { EventDecoder, type Timings, voiceUrl, waterfall } from "../src/protocol";
+import { busyMessage, EventDecoder, type Timings, voiceUrl, waterfall } from "../src/protocol";
 
 describe("EventDecoder", () => {
   it("pairs an audio event with the binary frame after it", () => {
@@ -17,6 +17,16 @@ describe("EventDecoder", () => {
     expect(d.handle('{"type":"mystery"}')).toBeNull();
     expect(d.handle("{nope")).toBeNull();
     expect(d.handle('{"type":"token","text":"hi"}')).toEqual({ event: { type: "token", text: "hi" } });
+  });
+});
+
+describe("busy", () => {
+  it("is decoded and says the place in line and the wait", () => {
+    const d = new EventDecoder();
+    const out = d.handle('{"type":"busy","position":3,"estimate_s":6.4}');
+    expect(out?.event).toEqual({ type: "busy", position: 3, estimate_s: 6.4 });
+    expect(busyMessage({ position: 3, estimate_s: 6.4 })).toBe("The server is busy: your question is number 3 in line, about 6 s.");
+    expect(busyMessage({ position: 1, estimate_s: 0.4 })).toBe("The server is busy: your question is next in line.");
   });
 });
 
