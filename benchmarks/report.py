@@ -97,6 +97,53 @@ def targets_table(by_level: dict[int, list[dict]], floor: list[dict], decode_tok
     return "\n".join(["| target | measured | verdict |", "|---|---|---|", *checks])
 
 
+def _verdict_row(checks: list[str], name: str, figure: str, met: bool | None) -> None:
+    verdict = "—" if met is None else ("met" if met else "**not met**")
+    checks.append(f"| {name} | {figure} | {verdict} |")
+
+
+def many_voices(by_level: dict[int, list[dict]], walls: dict[int, float]) -> str:
+    """Issue 15's targets (ratios to the single-session P50 of the same run) and, per level,
+    playback underruns, busy answers and throughput."""
+    p50 = {lvl: pct(stage_values(rows, "voice_to_first_audio_ms"), 50) for lvl, rows in by_level.items()}
+    single = p50.get(1, float("nan"))
+    checks: list[str] = []
+    for level, bound in ((2, 1.4), (4, 2.0)):
+        if level in p50 and single == single:
+            ratio = p50[level] / single
+            _verdict_row(
+                checks, f"first audio P50 at {level} sessions ≤ {bound}× single", f"{ratio:.2f}×", ratio <= bound
+            )
+    if 4 in by_level and single == single:
+        p90 = pct(stage_values(by_level[4], "voice_to_first_audio_ms"), 90)
+        _verdict_row(checks, "first audio P90 at 4 sessions ≤ 3× single P50", f"{p90 / single:.2f}×", p90 <= 3 * single)
+    low = [r for lvl, rows in by_level.items() if lvl <= 4 for r in rows if r["ok"]]
+    if low:
+        under = sum(r.get("underruns", 0) for r in low)
+        _verdict_row(checks, "0 underruns at ≤ 4 sessions", f"{under} in {len(low)} answers", under == 0)
+    if 8 in by_level:
+        rows8 = by_level[8]
+        errors = sum(1 for r in rows8 if not r["ok"])
+        _verdict_row(checks, "0 errors at 8 sessions", f"{errors} of {len(rows8)} turns", errors == 0)
+        told = [r["busy_s"] for r in rows8 if r.get("busy_s", -1) >= 0]
+        late = sum(1 for s in told if s > 0.5)
+        figure = f"{len(told)} turns waited; slowest `busy` {max(told):.2f} s" if told else "no turn waited"
+        _verdict_row(checks, "`busy` within 0.5 s for every turn over capacity", figure, late == 0)
+    lines = [
+        "| sessions | turns | errors | underruns | gap (s) | told busy | turns/min |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for level, rows in sorted(by_level.items()):
+        ok = [r for r in rows if r["ok"]]
+        per_min = len(ok) / walls[level] * 60 if walls.get(level) else float("nan")
+        lines.append(
+            f"| {level} | {len(rows)} | {len(rows) - len(ok)} | {sum(r.get('underruns', 0) for r in ok)} "
+            f"| {sum(r.get('gap_s', 0.0) for r in ok):.2f} | {sum(1 for r in rows if r.get('busy_s', -1) >= 0)} "
+            f"| {per_min:.1f} |"
+        )
+    return "\n".join(["| target | measured | verdict |", "|---|---|---|", *checks]) + "\n\n" + "\n".join(lines)
+
+
 def plots(by_level: dict[int, list[dict]], folder: Path, stem: str) -> list[Path]:
     import matplotlib
 

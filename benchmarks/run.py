@@ -101,6 +101,7 @@ def main() -> int:
     floor_turns = run_floor(clips, work / "floor-index", documents, top_k, passage_words, args.profile)
 
     by_level: dict[int, list[dict]] = {}
+    walls: dict[int, float] = {}
     perf_table, perf_failures = "not run (--no-perf)", []
     genai_table, genai_failures = "not run (--no-perf)", []
     with ServedStack(work, documents, profile=args.profile) as stack:
@@ -109,7 +110,9 @@ def main() -> int:
         for level in levels:
             per_session = turns_c1 if level == 1 else turns_other
             print(f"[bench] concurrency {level}: {level * per_session} voice turns", file=sys.stderr)
+            level_began = time.monotonic()
             results = asyncio.run(run_level(stack.ws_url, clips, level, per_session, args.release_s))
+            walls[level] = time.monotonic() - level_began
             by_level[level] = [r.as_row() for r in results]
         if not args.no_perf:
             import perf
@@ -161,6 +164,14 @@ two never competed for the 2 cores).
 Speculation: {report.speculation_summary(by_level.get(1, []))}.
 
 {f"![Timeline]({timeline.name})" if timeline else ""}
+
+## Many voices (concurrency 1 and up)
+
+Voice → first audio P50 against the single-session P50 of this run; underruns as a client plays the
+audio (each chunk right after the one before, or when it arrives if that is later); `busy`: turns
+that waited for a slot (`VOICEBOT_MAX_TURNS`).
+
+{report.many_voices(by_level, walls)}
 
 ## Targets (concurrency 1)
 

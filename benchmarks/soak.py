@@ -46,6 +46,8 @@ TURN_TIMEOUT_S = 180.0
 class Tally:
     ops: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+    underruns: int = 0  # voice answers' audio chunks that came after the audio before them had played
+    spoken_turns: int = 0
 
     def fail(self, op: str, message: str) -> None:
         self.errors.append(f"{op}: {message}")
@@ -98,11 +100,16 @@ async def barge_in(ws: websockets.ClientConnection, text: str) -> str:
 OPERATIONS = {"voice": 4, "typed": 2, "typed_spoken": 2, "barge_in": 2}  # relative weights
 
 
-async def run_op(op: str, ws: websockets.ClientConnection, url: str, question: str, audio: bytes) -> str:
+async def run_op(
+    op: str, ws: websockets.ClientConnection, url: str, question: str, audio: bytes, tally: Tally | None = None
+) -> str:
     """One operation; '' when it went as it should, else what went wrong."""
     try:
         if op == "voice":  # a voice turn opens its own session, as a page reload would
             result = await voice_turn(url, audio, question, 1, timeout=TURN_TIMEOUT_S)
+            if tally is not None and result.ok:
+                tally.underruns += result.underruns
+                tally.spoken_turns += 1
             return "" if result.ok else result.error
         if op == "barge_in":
             return await barge_in(ws, question)
@@ -117,7 +124,7 @@ async def session_worker(url: str, clips: list[tuple[str, bytes]], until: float,
         while time.monotonic() < until:
             question, audio = rng.choice(clips)
             op = rng.choices(list(OPERATIONS), weights=list(OPERATIONS.values()))[0]
-            problem = await run_op(op, ws, url, question, audio)
+            problem = await run_op(op, ws, url, question, audio, tally)
             tally.ops[op] += 1
             if problem:
                 tally.fail(op, problem)
@@ -322,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
 Command: `benchmarks/soak.py {" ".join(argv if argv is not None else sys.argv[1:])}` — {args.sessions} sessions and a
 document worker for {args.duration:g} s of load ({elapsed:.0f} s with start-up and warm-up).
 
-Operations: {dict(sorted(tally.ops.items()))}. **Errors: {len(tally.errors)}.**
+Operations: {dict(sorted(tally.ops.items()))}. **Errors: {len(tally.errors)}.** Audio underruns (a chunk that
+came after the audio before it had finished playing): {tally.underruns} in {tally.spoken_turns} voice answers.
 
 | process | lowest RSS (MiB) | peak RSS, first third (MiB) | peak RSS, last third (MiB) | growth |
 |---|---|---|---|---|

@@ -32,9 +32,30 @@ class TurnResult:
     speculation: str = ""  # hit / partial / miss / none (done.speculation)
     prefill_finished: bool = False  # the speculative prefill was done before the answer began
     timeline: list[dict[str, Any]] = field(default_factory=list)  # done.timeline: what ran when
+    # Playback as a client would do it (each chunk right after the one before, or on arrival):
+    # a chunk that arrives after the audio before it finished playing is an underrun.
+    underruns: int = 0
+    gap_s: float = 0.0  # silence those underruns put into the answer
+    busy_s: float = -1.0  # stop sent -> `busy` received (the turn waited for a slot)
+    queue_position: int = 0
 
     def as_row(self) -> dict[str, Any]:
         return self.__dict__
+
+
+class Playback:
+    """When a client's audio would play: chunks back to back, each no earlier than it arrived."""
+
+    def __init__(self) -> None:
+        self.ends_at: float | None = None
+        self.underruns = 0
+        self.gap_s = 0.0
+
+    def chunk(self, arrived: float, seconds: float) -> None:
+        if self.ends_at is not None and arrived > self.ends_at:
+            self.underruns += 1
+            self.gap_s += arrived - self.ends_at
+        self.ends_at = max(self.ends_at or arrived, arrived) + seconds
 
 
 # A person releases push-to-talk a moment after the last word: this much silence is streamed
@@ -71,15 +92,24 @@ async def voice_turn(
                 await ws.send(json.dumps({"type": EventType.STOP}))
             stopped = time.monotonic()
             deadline = stopped + timeout
+            playback, rate = Playback(), 0
             while True:
                 message = await asyncio.wait_for(ws.recv(), max(deadline - time.monotonic(), 0.1))
                 if isinstance(message, bytes):
+                    now = time.monotonic()
                     if result.voice_to_first_audio_s < 0:
-                        result.voice_to_first_audio_s = time.monotonic() - stopped
+                        result.voice_to_first_audio_s = now - stopped
+                    playback.chunk(now, len(message) / 2 / (rate or 22050))
+                    result.underruns, result.gap_s = playback.underruns, playback.gap_s
                     continue
                 event = json.loads(message)
                 kind = event["type"]
-                if kind == EventType.TRANSCRIPT and event["final"]:
+                if kind == EventType.AUDIO:
+                    rate = int(event["sample_rate"])
+                elif kind == EventType.BUSY:
+                    result.busy_s = time.monotonic() - stopped
+                    result.queue_position = int(event["position"])
+                elif kind == EventType.TRANSCRIPT and event["final"]:
                     result.transcript = event["text"]
                 elif kind == EventType.CITATIONS:
                     result.cited = [item["source"] for item in event["items"]]

@@ -57,3 +57,35 @@ def test_speculation_targets_hit_rate_and_the_regression_check(tmp_path):
     assert "| speech to text | 0.40 s | 0.15 s | -62% **faster** |" in moved
     assert "| retrieval | 0.02 s | 0.02 s | +0% |" in moved
     assert report.timeline_plot(rows, tmp_path / "t.png") is None  # no turn reported a timeline
+
+
+def test_playback_counts_a_chunk_that_comes_after_the_audio_before_it_ran_out():
+    from voice_e2e import Playback
+
+    play = Playback()
+    play.chunk(arrived=10.0, seconds=1.0)  # plays 10.0-11.0
+    play.chunk(arrived=10.5, seconds=1.0)  # queued: 11.0-12.0
+    assert play.underruns == 0
+    play.chunk(arrived=12.3, seconds=0.5)  # 0.3 s of silence before it
+    assert play.underruns == 1 and abs(play.gap_s - 0.3) < 1e-9
+    play.chunk(arrived=12.4, seconds=0.5)
+    assert play.underruns == 1 and abs(play.ends_at - 13.3) < 1e-9
+
+
+def test_many_voices_ratios_underruns_and_busy():
+    def turn(v2fa, underruns=0, busy_s=-1.0, ok=True):
+        return {**row(0, 300, v2fa, ok=ok), "underruns": underruns, "gap_s": 0.1 * underruns, "busy_s": busy_s}
+
+    by_level = {
+        1: [turn(1.0), turn(1.0)],
+        2: [turn(1.3), turn(1.5)],
+        4: [turn(2.5, underruns=1)] * 4,
+        8: [turn(2.0, busy_s=0.05)] * 4 + [turn(1.0)] * 3 + [turn(1.0, ok=False)],
+    }
+    text = report.many_voices(by_level, {1: 60.0, 2: 30.0, 4: 30.0, 8: 60.0})
+    assert "| first audio P50 at 2 sessions ≤ 1.4× single | 1.40× | met |" in text
+    assert "| first audio P50 at 4 sessions ≤ 2.0× single | 2.50× | **not met** |" in text
+    assert "| 0 underruns at ≤ 4 sessions | 4 in 8 answers | **not met** |" in text
+    assert "| 0 errors at 8 sessions | 1 of 8 turns | **not met** |" in text
+    assert "4 turns waited; slowest `busy` 0.05 s | met |" in text
+    assert "| 8 | 8 | 1 | 0 | 0.00 | 4 | 7.0 |" in text
