@@ -154,3 +154,21 @@ def test_a_cancelled_wait_gives_no_step_and_leaves_the_queue():
     sched.release(holder)
     with sched.step(Ticket(arrival=1.0)) as granted:
         assert granted
+
+
+def test_the_holder_batches_tokens_only_while_the_waiting_are_not_yet_due():
+    now = [0.0]
+    sched = StepScheduler(clock=lambda: now[0])
+    holder = Ticket(arrival=0.0)
+    assert sched.acquire(holder)
+    assert not sched.batch_more()  # nobody waits: release after each token, nothing to save
+    other = threading.Thread(target=lambda: sched.acquire(Ticket(arrival=0.0)) and None)
+    other.start()
+    while sched.waiting < 1:
+        time.sleep(0.005)
+    assert sched.batch_more()  # the new question is due at 0.5 s
+    now[0] = FIRST_CLAUSE_S + 0.01
+    assert not sched.batch_more()  # now it is overdue: hand over
+    sched.release(holder)
+    other.join(5)
+    assert sched.switches == 2

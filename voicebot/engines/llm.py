@@ -22,7 +22,7 @@ from ..contract import READING_PACE_CPS
 from ..llms import DEFAULT_LLM
 from ..sampling import SamplingParams
 from ..serving.config import to_dataclass
-from .schedule import Clock, StepScheduler, Ticket
+from .schedule import QUANTUM, Clock, StepScheduler, Ticket
 
 Cancelled = Callable[[], bool]
 
@@ -375,17 +375,26 @@ class LlamaCppEngine:
                 stream=True,
             )
             try:
-                while True:
+                finished = False
+                while not finished:
+                    texts: list[str] = []
                     with self.scheduler.step(ticket, cancelled) as granted:
                         if not granted:
                             return
-                        chunk = next(chunks, None)
-                    if chunk is None or cancelled():
+                        # One token, or a few in a row while others wait without being due yet.
+                        for _ in range(QUANTUM):
+                            chunk = next(chunks, None)
+                            if chunk is None or cancelled():
+                                finished = True
+                                break
+                            if text := chunk["choices"][0]["text"]:
+                                ticket.wrote(text, self.clock())
+                                texts.append(text)
+                            if not self.scheduler.batch_more():
+                                break
+                    if cancelled():
                         return
-                    text = chunk["choices"][0]["text"]
-                    if text:
-                        ticket.wrote(text, self.clock())
-                        yield text  # outside the step: sending it does not hold up the others
+                    yield from texts  # outside the step: sending them does not hold up the others
             finally:
                 chunks.close()
         finally:
