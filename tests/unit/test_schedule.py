@@ -162,7 +162,12 @@ def test_the_holder_batches_tokens_only_while_the_waiting_are_not_yet_due():
     holder = Ticket(arrival=0.0)
     assert sched.acquire(holder)
     assert not sched.batch_more()  # nobody waits: release after each token, nothing to save
-    other = threading.Thread(target=lambda: sched.acquire(Ticket(arrival=0.0)) and None)
+    def take():
+        ticket = Ticket(arrival=0.0)
+        if sched.acquire(ticket):
+            sched.release(ticket)
+
+    other = threading.Thread(target=take)
     other.start()
     while sched.waiting < 1:
         time.sleep(0.005)
