@@ -1,9 +1,11 @@
 """A/B one change on the served stack, interleaved (A B A B …) in one run, voice turns at concurrency 1.
 
     .venv/bin/python benchmarks/ab.py --b "instances:whisper_stt=KIND_CPU:2" [--a ""] [--rounds 2] [--turns 4]
+        [--concurrency 1]
 
-A variant is a ';'-separated list of ``instances:MODEL=KIND:COUNT`` (the launcher's --instances) and
-``env:NAME=VALUE`` (orchestrator and Triton environment, e.g. env:VOICEBOT_PARTIAL_INTERVAL_S=30).
+A variant is a ';'-separated list of ``instances:MODEL=KIND:COUNT`` (the launcher's --instances),
+``env:NAME=VALUE`` (orchestrator and Triton environment, e.g. env:VOICEBOT_PARTIAL_INTERVAL_S=30) and
+``profile:NAME_OR_PATH`` (a deployment profile, e.g. a JSON file that changes a model's sidecar).
 Each round starts the whole stack afresh for each variant, so the two never share a warm cache
 or compete for the cores. Prints a Markdown table of P50s per variant.
 """
@@ -33,8 +35,8 @@ KEYS = [
 ]
 
 
-def parse_variant(text: str) -> tuple[list[str], dict[str, str]]:
-    instances, env = [], {}
+def parse_variant(text: str) -> tuple[list[str], dict[str, str], str]:
+    instances, env, profile = [], {}, "cpu"
     for part in filter(None, (p.strip() for p in text.split(";"))):
         kind, _, value = part.partition(":")
         if kind == "instances" and "=" in value:
@@ -42,9 +44,13 @@ def parse_variant(text: str) -> tuple[list[str], dict[str, str]]:
         elif kind == "env" and "=" in value:
             name, _, val = value.partition("=")
             env[name] = val
+        elif kind == "profile" and value:
+            profile = value
         else:
-            raise SystemExit(f"cannot read variant part {part!r}: use instances:MODEL=KIND:COUNT or env:NAME=VALUE")
-    return instances, env
+            raise SystemExit(
+                f"cannot read variant part {part!r}: use instances:MODEL=KIND:COUNT, env:NAME=VALUE or profile:NAME"
+            )
+    return instances, env, profile
 
 
 def table(rows_by_variant: dict[str, list[dict]]) -> str:
@@ -62,7 +68,8 @@ def main() -> int:
     parser.add_argument("--a", default="", help="variant A (default: the defaults)")
     parser.add_argument("--b", required=True, help="variant B")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--turns", type=int, default=4, help="voice turns per variant per round")
+    parser.add_argument("--turns", type=int, default=4, help="voice turns per session per variant per round")
+    parser.add_argument("--concurrency", type=int, default=1, help="sessions at once")
     args = parser.parse_args()
     variants = {args.a: parse_variant(args.a), args.b: parse_variant(args.b)}
     work = Path(tempfile.mkdtemp(prefix="voicebot-ab-"))
@@ -71,17 +78,22 @@ def main() -> int:
     ]
     rows: dict[str, list[dict]] = {name: [] for name in variants}
     for round_no in range(args.rounds):
-        for name, (instances, env) in variants.items():
+        for name, (instances, env, profile) in variants.items():
             print(f"[ab] round {round_no + 1}: {name or '(baseline)'}", file=sys.stderr)
             folder = work / f"r{round_no}-{len(rows[name])}-{abs(hash(name))}"
             folder.mkdir()
-            with ServedStack(folder, corpus.check_documents(), runtime="ab", instances=instances, **env) as stack:
+            with ServedStack(
+                folder, corpus.check_documents(), runtime="ab", instances=instances, profile=profile, **env
+            ) as stack:
                 asyncio.run(run_level(stack.ws_url, clips[:1], 1, 1))  # warm-up, not counted
                 offset = round_no * args.turns
                 ordered = clips[offset % len(clips) :] + clips[: offset % len(clips)]
-                results = asyncio.run(run_level(stack.ws_url, ordered, 1, args.turns))
+                results = asyncio.run(run_level(stack.ws_url, ordered, args.concurrency, args.turns))
                 rows[name] += [r.as_row() for r in results]
-    print(f"A/B: {args.rounds} rounds × {args.turns} voice turns per variant, concurrency 1\n")
+    print(
+        f"A/B: {args.rounds} rounds × {args.turns} voice turns per session and variant, "
+        f"concurrency {args.concurrency}\n"
+    )
     print(table(rows))
     return 0
 

@@ -44,11 +44,6 @@ class Admission:
     def queued(self) -> int:
         return len(self._queue)
 
-    @property
-    def saturated(self) -> bool:
-        """Every slot taken: optional work (speculation) should wait."""
-        return self.running >= self.capacity
-
     def estimate_s(self, position: int) -> float:
         return math.ceil(position / self.capacity) * self.turn_s
 

@@ -429,8 +429,9 @@ class VoiceSession:
     async def _speculate(self, rec: Recording, text: str) -> None:
         """Retrieve for the partial transcript; when its passages differ from what the last
         prefill holds, prefill them instead (survivors first, so their cache stays useful). Not
-        while every turn slot is taken: the cores are needed for answers then."""
-        if len(text.split()) < self.settings.speculate_min_words or self.runner.admission.saturated:
+        while more than ``speculate_max_turns`` answers run: the cores are theirs then."""
+        busy = self.runner.admission.running > self.settings.speculate_max_turns
+        if len(text.split()) < self.settings.speculate_min_words or busy:
             return
         began = time.perf_counter()
         history = tuple(self.history)

@@ -85,22 +85,23 @@ class WordRetriever(FakeRetriever):
         return [hit(n) for n in ids][:k]
 
 
-def talk(stt, audio, settings=None, answerer=None):
+def talk(stt, audio, settings=None, answerer=None, other_answers=0):
     settings = settings or Settings(_env_file=None, partial_interval_s=0.5)
     answerer = answerer or FakeAnswerer()
     services = Services(stt, WordRetriever(), answerer)
     client = Client()
     metrics = Metrics()
-    session = VoiceSession(
-        TurnRunner(services, settings, metrics), settings, metrics, client.send_text, client.send_bytes, "s1"
-    )
+    runner = TurnRunner(services, settings, metrics)
+    session = VoiceSession(runner, settings, metrics, client.send_text, client.send_bytes, "s1")
 
     async def scenario():
         await session.on_text(json.dumps({"type": "start", "sample_rate": 16000, "encoding": "pcm_s16le"}))
+        runner.admission.running = other_answers  # other sessions' turns being answered meanwhile
         for n in range(0, len(audio), 640):
             await session.on_bytes(audio[n : n + 640])
             await asyncio.sleep(0.002)
         await asyncio.sleep(0.1)  # the last partial and its speculation finish
+        runner.admission.running = 0
         await session.on_text('{"type": "stop"}')
         await asyncio.wait_for(session.turn, 5)
 
@@ -141,6 +142,16 @@ def test_speculation_can_be_turned_off():
     settings = Settings(_env_file=None, partial_interval_s=0.5, speculate=False, reuse_partial=False)
     done, answerer, _ = talk(stt, pcm(("tone", 1.2), ("silence", 0.6)), settings=settings)
     assert stt.finals == 1 and not answerer.prefills and done["speculation"] == "none"
+
+
+def test_no_speculation_while_other_answers_run_unless_allowed():
+    stt = TwoPhaseSTT("how long does the lamp charge", "how long does the lamp charge")
+    done, answerer, _ = talk(stt, pcm(("tone", 1.2), ("silence", 0.6)), other_answers=1)
+    assert not answerer.prefills and done["speculation"] == "none"
+    assert stt.finals == 0  # the partials (and the reused transcript) still ran
+    allowed = Settings(_env_file=None, partial_interval_s=0.5, speculate_max_turns=1)
+    done, answerer, _ = talk(stt, pcm(("tone", 1.2), ("silence", 0.6)), settings=allowed, other_answers=1)
+    assert answerer.prefills and done["speculation"] == "hit"
 
 
 def test_a_prefill_still_running_is_stopped_by_cancel_and_by_closing_the_session():
