@@ -3,15 +3,14 @@
 Past capacity a turn is told at once that it waits (a ``busy`` event: its place in the queue and
 an estimate of the wait) instead of hearing nothing for many seconds while two cores share more
 work than they can finish; past the queue's bound it gets ``overloaded`` with a retry hint. The
-estimate is the queue position times the recent turn duration (a moving average), divided by
-the turns that run at once.
+estimate is the queue position times the recent turn duration (a moving average of turns that
+finished normally), divided by the turns that run at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -45,7 +44,7 @@ class Admission:
         return len(self._queue)
 
     def estimate_s(self, position: int) -> float:
-        return math.ceil(position / self.capacity) * self.turn_s
+        return position * self.turn_s / self.capacity
 
     def _gauges(self) -> None:
         if self.metrics is not None:
@@ -86,8 +85,11 @@ class Admission:
         started = self.clock()
         try:
             yield started - began
-        finally:
+        except BaseException:
+            raise  # a failed, timed-out or cancelled turn says nothing about how long turns take
+        else:
             self.turn_s += SMOOTHING * ((self.clock() - started) - self.turn_s)
+        finally:
             self._release()
             self._gauges()
 

@@ -120,15 +120,16 @@ class TurnRunner:
         try:
             async with asyncio.timeout(self.settings.turn_timeout_s), self.admission.turn(busy) as waited:
                 timings["queue_ms"] = _ms(waited)
+                admitted = time.perf_counter()  # STT's own time starts here, not at stop
                 if audio is not None:
                     text = await spoken.reuse() if spoken is not None and spoken.reuse is not None else None
                     if text is not None:
                         self.metrics.transcript_reused.inc()
                     else:
                         text = await self.services.stt.transcribe(audio, encoding, turn_id)
-                    timings["stt_ms"] = _ms(time.perf_counter() - began)
+                    timings["stt_ms"] = _ms(time.perf_counter() - admitted)
                     if spoken is not None:
-                        spoken.span("stt", began, time.perf_counter())
+                        spoken.span("stt", admitted, time.perf_counter())
                     await send_event(event(EventType.TRANSCRIPT, text=text, final=True))
                     if not text:
                         await send_event(
@@ -208,6 +209,8 @@ class TurnRunner:
                 self.metrics.turns.labels(kind, "ok").inc()
                 log.info("turn done", extra={"timings": timings})
         except Overloaded as exc:
+            if spoken is not None and spoken.prefill is not None:
+                spoken.prefill.cancel()  # work for an answer that will not come
             self.metrics.errors.labels(ErrorCode.OVERLOADED).inc()
             self.metrics.turns.labels(kind, "rejected").inc()
             payload = error_event(ErrorCode.OVERLOADED, str(exc))

@@ -37,8 +37,8 @@ def test_turns_beyond_capacity_wait_in_order_and_are_told_where_they_stand():
 
     order, told, admission, metrics = asyncio.run(scenario())
     assert order == ["a", "b", "c", "d"]  # first come, first served
-    # Third and fourth: places 1 and 2; with two slots both start after one turn's time.
-    assert told == [("c", 1, INITIAL_TURN_S), ("d", 2, INITIAL_TURN_S)]
+    # Third and fourth: places 1 and 2; two slots free turns twice as fast as one.
+    assert told == [("c", 1, INITIAL_TURN_S / 2), ("d", 2, INITIAL_TURN_S)]
     assert admission.running == 0 and admission.queued == 0
     assert metrics.turns_queued._value.get() == 2
 
@@ -106,8 +106,25 @@ def test_the_estimate_follows_how_long_turns_take():
 
     admission = asyncio.run(scenario())
     assert abs(admission.turn_s - 1.0) < 0.05
-    assert admission.estimate_s(1) == admission.estimate_s(2) == admission.turn_s
-    assert admission.estimate_s(3) == 2 * admission.turn_s
+    assert admission.estimate_s(2) == admission.turn_s and admission.estimate_s(3) == 1.5 * admission.turn_s
+
+
+def test_a_failed_turn_does_not_move_the_estimate():
+    async def scenario():
+        now = [0.0]
+        admission = Admission(capacity=1, max_queue=1, clock=lambda: now[0])
+
+        async def busy(position, estimate):
+            pass
+
+        with pytest.raises(TimeoutError):
+            async with admission.turn(busy):
+                now[0] += 120.0
+                raise TimeoutError
+        return admission
+
+    admission = asyncio.run(scenario())
+    assert admission.turn_s == INITIAL_TURN_S and admission.running == 0
 
 
 def test_sessions_over_capacity_hear_busy_at_once_then_their_answer_or_overloaded():

@@ -16,12 +16,13 @@ from voicebot.engines.schedule import (
 PACE = 15.0  # characters per second a listener hears
 
 
-def test_first_clause_needs_a_mark_after_a_few_words_or_enough_words():
+def test_first_clause_is_what_the_pipeline_would_speak_already():
     assert not first_clause_done("The lamp")
     assert not first_clause_done("Yes, it")  # a comma after one word is no clause yet
+    assert first_clause_done("Yes. Paris")  # a sentence end is, however short
     assert first_clause_done("The lamp charges in three hours, ")
     assert first_clause_done("The lamp charges fully.")
-    assert first_clause_done("one two three four five six seven eight")
+    assert first_clause_done("one two three four five six seven eight nine")
     assert not first_clause_done("one two three four five six seven")
 
 
@@ -162,6 +163,7 @@ def test_the_holder_batches_tokens_only_while_the_waiting_are_not_yet_due():
     holder = Ticket(arrival=0.0)
     assert sched.acquire(holder)
     assert not sched.batch_more()  # nobody waits: release after each token, nothing to save
+
     def take():
         ticket = Ticket(arrival=0.0)
         if sched.acquire(ticket):

@@ -94,32 +94,40 @@ class SavedPrefix:
 
 
 class PrefixStore:
-    """One saved prefix per key, bounded in count and bytes; the least recently used goes first."""
+    """One saved prefix per key, bounded in count and bytes; the least recently used goes first.
+    Safe to share between request threads."""
 
     def __init__(self, max_entries: int, max_bytes: int) -> None:
         self.max_entries, self.max_bytes = max_entries, max_bytes
         self._entries: OrderedDict[str, SavedPrefix] = OrderedDict()
+        self._lock = threading.Lock()
 
     @property
     def bytes(self) -> int:
+        with self._lock:
+            return self._bytes()
+
+    def _bytes(self) -> int:
         return sum(len(e.state) for e in self._entries.values())
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, key: str) -> SavedPrefix | None:
-        entry = self._entries.get(key)
-        if entry is not None:
-            self._entries.move_to_end(key)
-        return entry
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
 
     def put(self, key: str, entry: SavedPrefix) -> None:
-        self._entries.pop(key, None)
-        if len(entry.state) > self.max_bytes or self.max_entries <= 0:
-            return
-        self._entries[key] = entry
-        while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
-            self._entries.popitem(last=False)
+        with self._lock:
+            self._entries.pop(key, None)
+            if len(entry.state) > self.max_bytes or self.max_entries <= 0:
+                return
+            self._entries[key] = entry
+            while len(self._entries) > self.max_entries or self._bytes() > self.max_bytes:
+                self._entries.popitem(last=False)
 
 
 def eos_holder(eos: int, prompt_tokens: int, min_tokens: int) -> Callable[[Any, Any], Any]:
@@ -177,7 +185,8 @@ class LlamaCppEngine:
         self._slots_cond = threading.Condition()
         self._queue: deque[Ticket] = deque()  # answers waiting for a free context, first come first
         self._keys_waiting: Counter[str] = Counter()  # their cache keys
-        self._prefilling: set[str] = set()  # cache keys whose prefill holds a context
+        self._prefilling: Counter[str] = Counter()  # cache keys whose prefill holds a context (a new one
+        # may start before the one it replaces has seen its cancel)
         self._taken = itertools.count(1)
         self.clock = clock
         self.scheduler = StepScheduler(clock)
@@ -244,14 +253,16 @@ class LlamaCppEngine:
             if not free or self._queue:
                 return None
             if cache_key:
-                self._prefilling.add(cache_key)
+                self._prefilling[cache_key] += 1
             return self._take(self._best(free, tokens))
 
     def _release(self, slot: _Slot, prefill_key: str | None = None) -> None:
         with self._slots_cond:
             slot.busy = False
             if prefill_key:
-                self._prefilling.discard(prefill_key)
+                self._prefilling[prefill_key] -= 1
+                if self._prefilling[prefill_key] <= 0:
+                    del self._prefilling[prefill_key]
             self._slots_cond.notify_all()
 
     def _answer_wants(self, cache_key: str | None) -> bool:
@@ -286,7 +297,8 @@ class LlamaCppEngine:
         size = llama_cpp.llama_state_seq_get_size(ctx, 0)
         buffer = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0)
-        self.store.put(cache_key, SavedPrefix(tuple(slot.live_tokens()), bytes(buffer[:written])))
+        # string_at copies the bytes at once (slicing a ctypes array makes a list of ints first).
+        self.store.put(cache_key, SavedPrefix(tuple(slot.live_tokens()), ctypes.string_at(buffer, written)))
 
     def _evaluate(self, slot: _Slot, tokens: list[int], ticket: Ticket, stop: Cancelled) -> int:
         """Evaluate what ``tokens`` adds to the context's common prefix, a chunk per scheduler
@@ -321,7 +333,11 @@ class LlamaCppEngine:
             ticket = Ticket(arrival=self.clock(), speculative=True)
             # What was evaluated stays in the context and, saved, for the key's answer.
             done = self._evaluate(slot, tokens, ticket, lambda: cancelled() or self._answer_wants(cache_key))
-            if cache_key:
+            with self._slots_cond:
+                own_answer_waits = cache_key in self._keys_waiting
+            # Saved for the key's answer, unless that answer is here already: it gets this very
+            # context (the longest shared prefix) and should not wait for the copy.
+            if cache_key and not own_answer_waits:
                 self._save(slot, cache_key)
             return done
         finally:

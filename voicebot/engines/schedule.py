@@ -23,16 +23,15 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..contract import READING_PACE_CPS
+from ..text import FIRST_CLAUSE_WORDS, ClauseSplitter
 
 Clock = Callable[[], float]
-_CLAUSE_END = re.compile(r"[.!?,;:]\s|\n")
 
 FIRST_CLAUSE_S = 0.5
 MARGIN_S = 0.5
@@ -40,8 +39,6 @@ IDLE_SLACK_S = 1.5
 # Tokens one request may decode in one step while others wait that are not yet overdue: switching
 # contexts every token cost 28% of decode throughput (two answers at once, Gemma-3-270M).
 QUANTUM = 8
-MIN_FIRST_CLAUSE_WORDS = 3
-MAX_FIRST_CLAUSE_WORDS = 8  # as voicebot.text.FIRST_CLAUSE_WORDS: the pipeline speaks by then
 
 
 @dataclass(eq=False)
@@ -70,13 +67,8 @@ class Ticket:
 
 
 def first_clause_done(text: str) -> bool:
-    """Whether ``text`` holds a clause the pipeline can speak: a clause mark after a few words,
-    or enough words."""
-    words = len(text.split())
-    if words >= MAX_FIRST_CLAUSE_WORDS:
-        return True
-    mark = _CLAUSE_END.search(text + " ")
-    return mark is not None and len(text[: mark.start()].split()) >= MIN_FIRST_CLAUSE_WORDS
+    """Whether ``text`` holds a clause the pipeline would speak already (its own splitter's rule)."""
+    return bool(ClauseSplitter(first_max_words=FIRST_CLAUSE_WORDS).feed(text + " "))
 
 
 def choose(tickets: Iterable[Ticket], now: float) -> Ticket | None:
@@ -114,11 +106,18 @@ class StepScheduler:
             self._waiting.add(ticket)
             if self._holder is None:
                 self._grant()
-            while self._holder is not ticket:
-                if cancelled():
-                    self._waiting.discard(ticket)
-                    return False
-                self._cond.wait(0.05)
+            try:
+                while self._holder is not ticket:
+                    if cancelled():
+                        self._waiting.discard(ticket)
+                        return False
+                    self._cond.wait(0.05)
+            except BaseException:  # a failed cancellation check: never leave a turn nobody takes
+                self._waiting.discard(ticket)
+                if self._holder is ticket:
+                    self._holder = None
+                    self._grant()
+                raise
             return True
 
     @contextlib.contextmanager

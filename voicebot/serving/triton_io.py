@@ -139,10 +139,11 @@ class StreamWorkers:
     def submit(self, request: Any, produce: Callable[[Any, Callable[[], bool]], Iterator[list[Any]]]) -> None:
         sender = request.get_response_sender()
         if not self._slots.acquire(blocking=False):
-            sender.send(
-                error_response("model is busy: too many requests in flight", "UNAVAILABLE"),
-                flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
-            )
+            with BACKEND_CALLS:
+                sender.send(
+                    error_response("model is busy: too many requests in flight", "UNAVAILABLE"),
+                    flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
+                )
             return
         thread = threading.Thread(target=self._run, args=(request, sender, produce), daemon=True)
         with self._lock:
