@@ -53,8 +53,9 @@ def decode_rate(grpc_url: str, tokens: int = 128) -> float:
     return (len(got) - 1) / (got[-1] - got[0]) if len(got) > 2 else float("nan")
 
 
-def last_committed_report(folder: Path, stem: str) -> Path | None:
-    """The newest benchmark report in git (not an eval, soak or other report), other than this run's."""
+def last_committed_report(folder: Path, stem: str, profile: str) -> Path | None:
+    """The newest benchmark report in git of the same profile (not an eval, soak or other report),
+    other than this run's."""
     import subprocess
 
     try:
@@ -66,7 +67,10 @@ def last_committed_report(folder: Path, stem: str) -> Path | None:
     reports = sorted(
         folder / name
         for name in listed
-        if "/" not in name and name != f"{stem}.md" and "## Latency per stage" in (folder / name).read_text()
+        if "/" not in name
+        and name != f"{stem}.md"
+        and "## Latency per stage" in (text := (folder / name).read_text())
+        and f"Profile `{profile}`," in text
     )
     return reports[-1] if reports else None
 
@@ -130,7 +134,7 @@ def main() -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"{started:%Y-%m-%d}-{platform.node() or 'machine'}" + ("" if args.profile == "cpu" else f"-{args.profile}")
-    baseline = args.baseline or last_committed_report(args.out, stem)
+    baseline = args.baseline or last_committed_report(args.out, stem, args.profile)
     (args.out / "raw").mkdir(exist_ok=True)  # raw samples stay local (ignored); the report is committed
     (args.out / "raw" / f"{stem}.json").write_text(
         json.dumps({"floor": [t.__dict__ for t in floor_turns], "served": by_level, "decode_tok_s": decode}, indent=1)
