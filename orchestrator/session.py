@@ -396,11 +396,14 @@ class VoiceSession:
             # Every interval, unless a prefill has the cores (the two would halve each other's
             # speed on two of them); and at once when speech has just stopped, prefill or not:
             # that partial is likely the final transcript, and its passages the final ones.
+            # Periodic partials also wait while other sessions' answers are being served: on two
+            # cores they slow those answers down, and the end-of-speech one is the one that counts.
             prefilling = rec.prefill is not None and not rec.prefill.done()
+            others = self.runner.admission.running > self.settings.speculate_max_turns
             ended = self.settings.reuse_partial and rec.levels.speech_ended(
                 rec.partial_at, self.settings.end_of_speech_s
             )
-            due = ended or (len(rec.data) - rec.partial_at >= interval_bytes and not prefilling)
+            due = ended or (len(rec.data) - rec.partial_at >= interval_bytes and not prefilling and not others)
         else:
             due = time.perf_counter() - rec.began >= self.settings.partial_interval_s * (rec.partial_at + 1)
         if not due:

@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     # partial when only silence came after it.
     speculate: bool = True
     speculate_min_words: int = Field(3, ge=1, le=50)
-    # ... and only while at most this many turns are being answered (0: when no answer runs).
+    # ... and, like the periodic partials, only while at most this many turns are being answered
+    # (0: when no answer runs; the end-of-speech partial always runs).
     speculate_max_turns: int = Field(0, ge=0, le=1024)
     end_of_speech_s: float = Field(0.25, ge=0.1, le=3)
     reuse_partial: bool = True

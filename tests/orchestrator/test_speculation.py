@@ -66,11 +66,12 @@ class TwoPhaseSTT:
     """Partial transcripts say ``partial``; the final one ``final`` (and is counted)."""
 
     def __init__(self, partial, final):
-        self.partial, self.final, self.finals = partial, final, 0
+        self.partial, self.final, self.finals, self.partials = partial, final, 0, 0
 
     async def transcribe(self, audio, encoding, request_id):
         await asyncio.sleep(0.01)
         if request_id.endswith("-partial"):
+            self.partials += 1
             return self.partial
         self.finals += 1
         return self.final
@@ -148,10 +149,12 @@ def test_no_speculation_while_other_answers_run_unless_allowed():
     stt = TwoPhaseSTT("how long does the lamp charge", "how long does the lamp charge")
     done, answerer, _ = talk(stt, pcm(("tone", 1.2), ("silence", 0.6)), other_answers=1)
     assert not answerer.prefills and done["speculation"] == "none"
-    assert stt.finals == 0  # the partials (and the reused transcript) still ran
+    # No once-a-second partials either; the end-of-speech one ran and was the transcript.
+    assert stt.partials == 1 and stt.finals == 0
     allowed = Settings(_env_file=None, partial_interval_s=0.5, speculate_max_turns=1)
+    stt.partials = 0
     done, answerer, _ = talk(stt, pcm(("tone", 1.2), ("silence", 0.6)), settings=allowed, other_answers=1)
-    assert answerer.prefills and done["speculation"] == "hit"
+    assert answerer.prefills and done["speculation"] == "hit" and stt.partials >= 2
 
 
 def test_a_prefill_still_running_is_stopped_by_cancel_and_by_closing_the_session():
