@@ -30,9 +30,17 @@ from voicebot.contract import ErrorCode
 
 from .guard import ApiError, BodyLimits, EdgeGuard, HostPolicy, bearer, error_body, same_origin, token_matches
 from .metrics import Metrics
+from .openai_api import (
+    COMPLETIONS_BODY_BYTES,
+    EMBEDDINGS_BODY_BYTES,
+    OpenAIError,
+    is_openai_path,
+    openai_error_json,
+    openai_router,
+)
 from .protocol import ChatRequest, ProtocolError, parse_chat_request
 from .services import TritonServices
-from .session import Services, TurnRunner, VoiceSession, sse_audio
+from .session import Services, TurnRunner, VoiceSession, turn_stream
 from .settings import Settings
 
 log = logging.getLogger("voicebot.app")
@@ -76,6 +84,19 @@ class SessionSlots:
 
     def release(self) -> None:
         self.used -= 1
+
+
+def once(release: Callable[[], None]) -> Callable[[], None]:
+    """``release``, callable any number of times, acting on the first."""
+    done = False
+
+    def call() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            release()
+
+    return call
 
 
 def _json_body(model: type[Any]) -> dict[str, Any]:
@@ -153,13 +174,23 @@ def create_app(
         allowed_origins=settings.cors_origins,
         limits=BodyLimits(
             default=64 * 1024,
-            per_route={("POST", "/v1/documents"): upload_limit, ("POST", "/v1/chat"): CHAT_BODY_BYTES},
+            per_route={
+                ("POST", "/v1/documents"): upload_limit,
+                ("POST", "/v1/chat"): CHAT_BODY_BYTES,
+                ("POST", "/v1/audio/transcriptions"): upload_limit,
+                ("POST", "/v1/chat/completions"): COMPLETIONS_BODY_BYTES,
+                ("POST", "/v1/embeddings"): EMBEDDINGS_BODY_BYTES,
+            },
             deadline_s=settings.body_timeout_s,
         ),
     )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if is_openai_path(request.url.path):  # OpenAI's clients read their own error shape
+            code = getattr(exc, "code", None) or str(STATUS_CODES.get(exc.status_code, ErrorCode.BAD_REQUEST))
+            payload = openai_error_json(exc.status_code, str(exc.detail), code, getattr(exc, "param", None))
+            return JSONResponse(payload, exc.status_code, headers=exc.headers)
         code = exc.code if isinstance(exc, ApiError) else STATUS_CODES.get(exc.status_code, ErrorCode.BAD_REQUEST)
         return Response(error_body(code, exc.detail), exc.status_code, exc.headers, media_type="application/json")
 
@@ -168,6 +199,8 @@ def create_app(
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()))
         message = f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg", "invalid"))
+        if is_openai_path(request.url.path):
+            return JSONResponse(openai_error_json(400, message, str(ErrorCode.BAD_REQUEST)), 400)
         return Response(error_body(ErrorCode.BAD_REQUEST, message), 422, media_type="application/json")
 
     def token_ok(presented: str | None) -> bool:
@@ -303,45 +336,15 @@ def create_app(
                 headers={"Retry-After": "5"},
             )
         runner: TurnRunner = request.app.state.runner
-        events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=1024)
         history: deque[str] = deque(body.history, maxlen=settings.history_turns)
-
-        async def send_event(payload: dict[str, Any]) -> None:
-            await events.put(payload)
-
-        async def send_audio(header: dict[str, Any], pcm: bytes) -> None:
-            await events.put(sse_audio(header, pcm))
-
-        async def produce() -> None:
-            try:
-                await runner.run(send_event, send_audio, history, text=body.text, speak=body.speak)
-            finally:
-                # Never wait here: a cancelled turn whose reader is gone must end.
-                with contextlib.suppress(asyncio.QueueFull):
-                    events.put_nowait(None)
-
-        released = False
-
-        def release() -> None:  # once, whether the stream ran, ended or never started
-            nonlocal released
-            if not released:
-                released = True
-                slots.release()
+        release = once(slots.release)  # whether the stream ran, ended or never started
 
         async def stream() -> AsyncIterator[str]:
-            task = asyncio.create_task(produce())
             try:
-                while not (task.done() and events.empty()):
-                    item = await events.get()
-                    if item is None:
-                        break
+                async for item in turn_stream(runner, history, text=body.text, speak=body.speak):
                     yield f"event: {item['type']}\ndata: {json.dumps(item)}\n\n"
             finally:
                 release()
-                if not task.done():  # the client went away: stop the turn and its Triton streams
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
 
         return StreamingResponse(
             stream(),
@@ -349,6 +352,19 @@ def create_app(
             headers={"Cache-Control": "no-store"},
             background=BackgroundTask(release),
         )
+
+    def acquire_slot() -> Callable[[], None]:
+        slots: SessionSlots = app.state.slots
+        if not slots.acquire():
+            raise OpenAIError(
+                429,
+                f"{slots.limit} conversations are running; try again shortly",
+                ErrorCode.TOO_MANY_SESSIONS,
+                headers={"Retry-After": "5"},
+            )
+        return once(slots.release)
+
+    app.include_router(openai_router(settings, metrics, auth, acquire_slot))
 
     @app.websocket("/v1/voice")
     async def voice(ws: WebSocket) -> None:

@@ -53,6 +53,12 @@ class Metrics:
         self.turns_rejected = Counter(
             "voicebot_turns_rejected_total", "Turns refused as overloaded (queue full)", registry=self.registry
         )
+        self.openai_requests = Counter(
+            "voicebot_openai_requests_total",
+            "OpenAI-compatible requests by endpoint and outcome",
+            ["endpoint", "outcome"],
+            registry=self.registry,
+        )
         self.active_sessions = Gauge("voicebot_active_sessions", "Open voice sessions", registry=self.registry)
         self.index_documents = Gauge("voicebot_index_documents", "Documents in the index", registry=self.registry)
         self.index_chunks = Gauge("voicebot_index_chunks", "Chunks in the index", registry=self.registry)

@@ -10,7 +10,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from tritonclient.utils import InferenceServerException
@@ -54,6 +54,7 @@ class Answerer(Protocol):
         speak: bool,
         request_id: str,
         cache_key: str | None = None,
+        sampling: str | None = None,
     ) -> AsyncIterator[TextDelta | AudioChunk]: ...
 
     async def prefill(
@@ -126,6 +127,39 @@ class TritonServices:
         result = await wire.infer(self.client, model, values, [c.TRANSCRIPT], request_id, self.first_response_timeout_s)
         return result.as_numpy(c.TRANSCRIPT).reshape(-1)[0].decode("utf-8").strip()
 
+    async def transcribe_file(self, audio: bytes, request_id: str) -> tuple[str, list[dict[str, Any]]]:
+        """An encoded file through ``transcribe``: its text and segments (start, end, text, no_speech_prob)."""
+        result = await wire.infer(
+            self.client,
+            c.TRANSCRIBE,
+            {c.AUDIO_BYTES: audio},
+            [c.TRANSCRIPT, c.SEGMENTS],
+            request_id,
+            self.first_response_timeout_s,
+        )
+        text = result.as_numpy(c.TRANSCRIPT).reshape(-1)[0].decode("utf-8").strip()
+        segments = json.loads(result.as_numpy(c.SEGMENTS).reshape(-1)[0].decode("utf-8") or "[]")
+        return text, segments
+
+    async def speak(self, text: str, length_scale: float | None, request_id: str) -> AsyncIterator[AudioChunk]:
+        """``tts`` alone: the text's speech, clause by clause as Piper makes it."""
+        values: dict[str, object] = {c.TEXT: text}
+        if length_scale is not None:
+            values[c.LENGTH_SCALE] = np.float32(length_scale)
+        async for result in wire.stream(
+            self.client,
+            c.TTS,
+            values,
+            [c.AUDIO, c.SAMPLE_RATE],
+            request_id,
+            self.first_response_timeout_s,
+            self.stall_timeout_s,
+        ):
+            audio = result.as_numpy(c.AUDIO)
+            if audio is not None and audio.size:
+                rate = int(result.as_numpy(c.SAMPLE_RATE).reshape(-1)[0])
+                yield AudioChunk(audio.astype("<i2").tobytes(), rate)
+
     async def embed(self, texts: list[str], request_id: str) -> np.ndarray:
         result = await wire.infer(
             self.client, c.EMBEDDER, {c.TEXT: texts}, [c.EMBEDDING], request_id, self.first_response_timeout_s
@@ -165,9 +199,13 @@ class TritonServices:
         speak: bool,
         request_id: str,
         cache_key: str | None = None,
+        sampling: str | None = None,
     ) -> AsyncIterator[TextDelta | AudioChunk]:
-        """Every answer, typed or spoken, through ``voice_answer`` (which builds the prompt)."""
+        """Every answer, typed or spoken, through ``voice_answer`` (which builds the prompt);
+        ``sampling`` is its ``sampling_parameters`` JSON (the prompt format's defaults otherwise)."""
         values = {**self._answer_inputs(question, passages, history, cache_key), c.SPEAK: speak}
+        if sampling:
+            values[c.SAMPLING_PARAMETERS] = sampling
         outputs = [c.TEXT_OUTPUT, c.AUDIO, c.SAMPLE_RATE] if speak else [c.TEXT_OUTPUT]
         async for result in wire.stream(
             self.client,

@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +107,7 @@ class TurnRunner:
         began: float | None = None,
         turn_id: str | None = None,
         spoken: Spoken | None = None,
+        sampling: str | None = None,
     ) -> None:
         began = began if began is not None else time.perf_counter()
         turn_id = turn_id or uuid.uuid4().hex[:12]
@@ -173,7 +174,9 @@ class TurnRunner:
                 cache_key = spoken.cache_key if spoken is not None else None
                 # Read before the answer asks for the context: a prefill then gives way to it.
                 finished = spoken is not None and spoken.speculation is not None and spoken.speculation.complete
-                answer = self.services.answerer.answer(text, prompt_hits, list(history), speak, turn_id, cache_key)
+                answer = self.services.answerer.answer(
+                    text, prompt_hits, list(history), speak, turn_id, cache_key, sampling
+                )
                 async for item in answer:
                     now = time.perf_counter()
                     if isinstance(item, AudioChunk):
@@ -550,3 +553,38 @@ class VoiceSession:
 def sse_audio(header: dict[str, Any], pcm: bytes) -> dict[str, Any]:
     """The audio event for Server-Sent Events, where no binary frame can follow: base64 inline."""
     return {**header, "data": base64.b64encode(pcm).decode("ascii")}
+
+
+async def turn_stream(
+    runner: TurnRunner, history: deque[str], *, text: str, speak: bool, sampling: str | None = None
+) -> AsyncGenerator[dict[str, Any], None]:
+    """One typed turn's events as an async iterator (REST streams); closing it early cancels
+    the turn and its Triton streams."""
+    events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=1024)
+
+    async def send_event(payload: dict[str, Any]) -> None:
+        await events.put(payload)
+
+    async def send_audio(header: dict[str, Any], pcm: bytes) -> None:
+        await events.put(sse_audio(header, pcm))
+
+    async def produce() -> None:
+        try:
+            await runner.run(send_event, send_audio, history, text=text, speak=speak, sampling=sampling)
+        finally:
+            # Never wait here: a cancelled turn whose reader is gone must end.
+            with contextlib.suppress(asyncio.QueueFull):
+                events.put_nowait(None)
+
+    task = asyncio.create_task(produce())
+    try:
+        while not (task.done() and events.empty()):
+            item = await events.get()
+            if item is None:
+                break
+            yield item
+    finally:
+        if not task.done():  # the client went away: stop the turn and its Triton streams
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

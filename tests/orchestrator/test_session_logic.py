@@ -43,7 +43,7 @@ class FakeAnswerer:
         self.prefills.append(([p.text for p in passages], list(history), cache_key))
         await asyncio.sleep(self.prefill_delay)
 
-    async def answer(self, question, passages, history, speak, request_id, cache_key=None):
+    async def answer(self, question, passages, history, speak, request_id, cache_key=None, sampling=None):
         self.cache_keys.append(cache_key)
         self.histories.append(list(history))
         self.passages.append([p.text for p in passages])

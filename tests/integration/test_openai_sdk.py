@@ -1,0 +1,202 @@
+"""The OpenAI-compatible endpoints, driven by the stock ``openai`` SDK (pinned, unmodified:
+only ``base_url`` and ``api_key`` set) against the real orchestrator and the real Triton."""
+
+import io
+
+import av
+import httpx
+import numpy as np
+import openai
+import pytest
+from audio_files import encode
+from conftest import TRIGGERS_DOC, USERS_DOC, wav_to_float
+from orchestrator_helpers import LiveServer, make_settings
+
+from voicebot.text import word_error_rate
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "openai-sdk-test-token"
+QUESTION = "What is the user ID of the root user?"
+
+
+@pytest.fixture(scope="module")
+def server(triton, tmp_path_factory):
+    live = LiveServer(make_settings(triton, tmp_path_factory.mktemp("index"), api_token=TOKEN)).start()
+    for doc in (USERS_DOC, TRIGGERS_DOC):
+        resp = httpx.post(
+            f"{live.base}/v1/documents",
+            files={"file": (doc.name, doc.read_bytes())},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=300,
+        )
+        assert resp.status_code == 201, resp.text
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    # max_retries=0: the SDK would retry a 429/5xx, which would hide what the server said.
+    return openai.OpenAI(base_url=f"{server.base}/v1", api_key=TOKEN, max_retries=0, timeout=180)
+
+
+def decode(data: bytes) -> tuple[np.ndarray, int]:
+    """Any container PyAV reads, as float32 mono and its rate."""
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.audio[0]
+        frames = [f.to_ndarray().astype(np.float32).reshape(-1) for f in container.decode(stream)]
+        return np.concatenate(frames), stream.rate
+
+
+def test_models_are_listed_and_a_wrong_token_is_refused(server, client):
+    ids = {m.id for m in client.models.list()}
+    assert {"voicebot", "voicebot-whisper", "voicebot-piper", "voicebot-embed"} <= ids
+    assert client.models.retrieve("whisper-1").id == "voicebot-whisper"
+    bad = openai.OpenAI(base_url=f"{server.base}/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as exc:
+        bad.models.list()
+    assert exc.value.body["type"] == "authentication_error"
+
+
+def test_transcription_of_espeak_speech(client, speak):
+    wav = speak(QUESTION).read_bytes()
+    text = client.audio.transcriptions.create(model="whisper-1", file=("q.wav", wav))
+    assert word_error_rate(QUESTION, text.text) <= 0.25, text.text
+    verbose = client.audio.transcriptions.create(
+        model="voicebot-whisper", file=("q.wav", wav), response_format="verbose_json"
+    )
+    assert verbose.segments and 0 <= verbose.segments[0].start < verbose.segments[-1].end <= verbose.duration + 0.01
+    srt = client.audio.transcriptions.create(model="whisper-1", file=("q.wav", wav), response_format="srt")
+    assert srt.startswith("1\n00:00:0") and " --> " in srt
+    vtt = client.audio.transcriptions.create(model="whisper-1", file=("q.wav", wav), response_format="vtt")
+    assert vtt.startswith("WEBVTT")
+    plain = client.audio.transcriptions.create(model="whisper-1", file=("q.wav", wav), response_format="text")
+    assert plain.strip() == text.text
+
+
+def test_streamed_transcription_of_an_encoded_file(client, speak):
+    ogg = encode(wav_to_float(speak(QUESTION)), 16000, "ogg")
+    stream = client.audio.transcriptions.create(model="whisper-1", file=("q.ogg", ogg), stream=True)
+    events = list(stream)
+    assert [e.type for e in events][-1] == "transcript.text.done"
+    deltas = "".join(e.delta for e in events if e.type == "transcript.text.delta")
+    assert deltas.strip() == events[-1].text and word_error_rate(QUESTION, deltas) <= 0.25
+
+
+@pytest.mark.parametrize("fmt", ["wav", "mp3", "opus", "flac", "pcm"])
+def test_speech_in_every_format_round_trips_through_transcription(client, fmt):
+    sentence = "The root user has the user ID zero."
+    with client.audio.speech.with_streaming_response.create(
+        model="tts-1", voice="joe", input=sentence, response_format=fmt
+    ) as response:
+        data = b"".join(response.iter_bytes())
+    if fmt == "pcm":  # raw 16-bit at 24 kHz, as the API defines it
+        samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768
+        assert 1.0 < samples.size / 24000 < 6.0
+        return
+    samples, rate = decode(data)
+    assert 1.0 < samples.size / rate < 6.0 and np.abs(samples).max() > 0.05
+    if fmt in ("mp3", "opus"):  # lossy formats: speech still recognisable
+        heard = client.audio.transcriptions.create(model="whisper-1", file=(f"a.{fmt}", data))
+        assert word_error_rate(sentence, heard.text) <= 0.3, heard.text
+
+
+def test_speed_shortens_the_speech(client):
+    def seconds(speed: float) -> float:
+        data = client.audio.speech.create(
+            model="tts-1", voice="joe", input="One two three four five six.", response_format="wav", speed=speed
+        ).read()
+        samples, rate = decode(data)
+        return samples.size / rate
+
+    assert seconds(2.0) < 0.75 * seconds(1.0)
+
+
+def test_streamed_grounded_chat_answer_with_citations(client):
+    stream = client.chat.completions.create(
+        model="voicebot",
+        messages=[{"role": "user", "content": "What are file triggers in dpkg?"}],
+        stream=True,
+        max_tokens=48,
+    )
+    chunks = list(stream)
+    first = chunks[0]
+    assert first.choices[0].delta.role == "assistant"
+    citations = first.model_extra["citations"]
+    assert citations and citations[0]["source"] == TRIGGERS_DOC.name
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip()
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"] and chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_chat_follow_up_uses_earlier_questions_and_limits_apply(client):
+    reply = client.chat.completions.create(
+        model="voicebot",
+        messages=[
+            {"role": "system", "content": "You are helpful."},
+            {"role": "user", "content": "What are file triggers in dpkg?"},
+            {"role": "assistant", "content": "They run when files change."},
+            {"role": "user", "content": "And when are they activated?"},
+        ],
+        max_completion_tokens=6,
+        temperature=0,
+    )
+    assert reply.object == "chat.completion" and reply.choices[0].message.content
+    assert reply.model_extra["citations"][0]["source"] == TRIGGERS_DOC.name
+    longer = client.chat.completions.create(
+        model="voicebot", messages=[{"role": "user", "content": "And when are they activated?"}], max_tokens=40
+    )
+    # max_completion_tokens reached the LLM: 6 tokens are a few words, 40 are more.
+    assert len(reply.choices[0].message.content.split()) <= 6 < len(longer.choices[0].message.content.split())
+
+
+def test_embeddings_match_in_both_encodings(client):
+    floats = client.embeddings.create(model="voicebot-embed", input=["root user", "package triggers"])
+    assert [len(d.embedding) for d in floats.data] == [384, 384]
+    assert abs(np.linalg.norm(floats.data[0].embedding) - 1) < 1e-3
+    # The SDK asks for base64 by default and decodes it itself.
+    again = client.embeddings.create(model="text-embedding-3-small", input="root user")
+    assert np.allclose(again.data[0].embedding, floats.data[0].embedding, atol=1e-5)
+
+
+def test_requests_the_pipeline_cannot_honour_get_clear_400s(client, speak):
+    messages = [{"role": "user", "content": "hi"}]
+    cases = [
+        (lambda: client.chat.completions.create(model="voicebot", messages=messages, n=2), "n"),
+        (
+            lambda: client.chat.completions.create(
+                model="voicebot",
+                messages=messages,
+                tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+            ),
+            "tools",
+        ),
+        (lambda: client.chat.completions.create(model="voicebot", messages=[]), "messages"),
+        (lambda: client.audio.speech.create(model="tts-1", voice="alloy", input="hello"), "voice"),
+        (lambda: client.audio.speech.create(model="tts-1", voice="joe", input="hello", speed=4.0), "speed"),
+        (lambda: client.audio.speech.create(model="tts-1", voice="joe", input="   "), "input"),
+        (lambda: client.audio.speech.create(model="tts-1", voice="joe", input="x" * 5000), "input"),
+        (lambda: client.embeddings.create(model="voicebot-embed", input=[[1, 2, 3]]), "input"),
+        (lambda: client.embeddings.create(model="voicebot-embed", input="a", dimensions=64), "dimensions"),
+        (lambda: client.audio.transcriptions.create(model="whisper-1", file=("x.wav", b"")), "file"),
+        (
+            lambda: client.audio.transcriptions.create(model="whisper-1", file=("a.wav", b"0"), language="de"),
+            "language",
+        ),
+        (lambda: client.chat.completions.create(model="voicebot-piper", messages=messages), "model"),
+    ]
+    for call, param in cases:
+        with pytest.raises(openai.BadRequestError) as exc:
+            call()
+        error = exc.value.body
+        assert error["type"] == "invalid_request_error" and error["message"], param
+        assert (error["param"] or "").startswith(param), (param, error)
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.chat.completions.create(model="gpt-5", messages=messages)
+    assert missing.value.body["code"] == "model_not_found"
+    # Not audio at all: Triton's decoder refuses it, the orchestrator says so, and goes on.
+    with pytest.raises(openai.BadRequestError):
+        client.audio.transcriptions.create(model="whisper-1", file=("noise.wav", b"RIFF not really audio"))
+    assert client.audio.transcriptions.create(model="whisper-1", file=("q.wav", speak(QUESTION).read_bytes())).text
