@@ -8,9 +8,9 @@ import json
 import logging
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import Depends, FastAPI, Request, WebSocket, WebSocketDisconnect, status
 from fastapi.exceptions import RequestValidationError
@@ -39,6 +39,7 @@ from .openai_api import (
     openai_router,
 )
 from .protocol import ChatRequest, ProtocolError, parse_chat_request
+from .realtime import RealtimeSession, realtime_model_error
 from .services import TritonServices
 from .session import Services, TurnRunner, VoiceSession, turn_stream
 from .settings import Settings
@@ -386,7 +387,49 @@ def create_app(
         metrics.active_sessions.inc()
         try:
             await ws.accept()
-            await _serve_voice(ws, ws.app.state.runner, settings, metrics)
+            runner = ws.app.state.runner
+            await _serve(
+                ws,
+                settings,
+                lambda text, data: VoiceSession(
+                    runner, settings, metrics, text, data, session_id=uuid.uuid4().hex[:12]
+                ),
+            )
+        finally:
+            slots.release()
+            metrics.active_sessions.dec()
+
+    @app.websocket("/v1/realtime")
+    async def realtime(ws: WebSocket) -> None:
+        # The SDKs send the key as a bearer header; a browser cannot, so ?token= works too.
+        if not same_origin(ws.headers, settings.cors_origins):
+            await ws.accept()
+            await ws.close(WS_FORBIDDEN_ORIGIN, "cross-origin WebSocket refused")
+            return
+        if not (token_ok(bearer(ws.headers)) or token_ok(ws.query_params.get("token"))):
+            await ws.accept()
+            await ws.close(WS_UNAUTHORIZED, "missing or wrong token")
+            return
+        model = ws.query_params.get("model")
+        slots: SessionSlots = ws.app.state.slots
+        if not slots.acquire():
+            await ws.accept()
+            await ws.close(WS_TRY_AGAIN_LATER, "too many sessions")
+            return
+        metrics.active_sessions.inc()
+        try:
+            await ws.accept()
+            runner = ws.app.state.runner
+            session_id = uuid.uuid4().hex[:12]
+
+            def make(text: Callable[[str], Any], _data: Callable[[bytes], Any]) -> RealtimeSession:
+                return RealtimeSession(runner, settings, metrics, text, session_id)
+
+            if model not in (None, "voicebot"):
+                await ws.send_text(json.dumps(realtime_model_error(model)))
+                await ws.close(1008, "unknown model")
+                return
+            await _serve(ws, settings, make)
         finally:
             slots.release()
             metrics.active_sessions.dec()
@@ -428,7 +471,22 @@ async def _read_upload(request: Request, settings: Settings) -> tuple[str, bytes
     return filename, data
 
 
-async def _serve_voice(ws: WebSocket, runner: TurnRunner, settings: Settings, metrics: Metrics) -> None:
+class Conversation(Protocol):
+    """What :func:`_serve` drives: a native or a Realtime session."""
+
+    async def on_text(self, raw: str) -> None: ...
+    async def on_bytes(self, data: bytes) -> None: ...
+    async def reject_oversize(self, item: str | bytes) -> bool: ...
+    def queue_full(self) -> Awaitable[None]: ...
+    async def error(self, code: Any, message: str) -> None: ...
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+async def _serve(
+    ws: WebSocket, settings: Settings, make: Callable[[Callable[[str], Any], Callable[[bytes], Any]], Conversation]
+) -> None:
+    """One WebSocket: messages in through a bounded queue to the session, one at a time."""
     closed = False
 
     async def send_text(text: str) -> None:
@@ -441,7 +499,8 @@ async def _serve_voice(ws: WebSocket, runner: TurnRunner, settings: Settings, me
             with contextlib.suppress(RuntimeError, WebSocketDisconnect):
                 await ws.send_bytes(data)
 
-    session = VoiceSession(runner, settings, metrics, send_text, send_bytes, session_id=uuid.uuid4().hex[:12])
+    session = make(send_text, send_bytes)
+    await session.start()
     inbox: asyncio.Queue[str | bytes] = asyncio.Queue(maxsize=settings.max_queued_frames)
 
     async def process() -> None:

@@ -324,6 +324,9 @@ class VoiceSession:
 
     # ---------------------------------------------------------------- client input
 
+    async def start(self) -> None:
+        """A new connection: nothing is said until the client speaks (the Realtime one greets)."""
+
     async def on_text(self, raw: str) -> None:
         try:
             message = parse_client_event(raw, self.settings.max_text_chars)
@@ -536,6 +539,14 @@ class VoiceSession:
                 await asyncio.wait_for(task, CANCEL_GRACE_S)
         if running or always_announce:
             await self.send_event(event(EventType.CANCELLED))
+
+    def drop_recording(self) -> None:
+        """Forget the recording in progress (the client cleared it); a running answer goes on."""
+        self.recording = None
+        self._stop_prefill()
+
+    async def cancel_turn(self) -> None:
+        await self._cancel_turn()
 
     def _stop_prefill(self) -> None:
         if self._prefill is not None and not self._prefill.done():

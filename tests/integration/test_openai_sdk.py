@@ -1,6 +1,7 @@
 """The OpenAI-compatible endpoints, driven by the stock ``openai`` SDK (pinned, unmodified:
 only ``base_url`` and ``api_key`` set) against the real orchestrator and the real Triton."""
 
+import base64
 import io
 
 import av
@@ -200,3 +201,121 @@ def test_requests_the_pipeline_cannot_honour_get_clear_400s(client, speak):
     with pytest.raises(openai.BadRequestError):
         client.audio.transcriptions.create(model="whisper-1", file=("noise.wav", b"RIFF not really audio"))
     assert client.audio.transcriptions.create(model="whisper-1", file=("q.wav", speak(QUESTION).read_bytes())).text
+
+
+# ---------------------------------------------------------------- Realtime
+
+
+def pcm24(wav_path) -> bytes:
+    """espeak's 16 kHz speech as Realtime's input: PCM16 mono at 24 kHz."""
+    from scipy.signal import resample_poly
+
+    samples = resample_poly(wav_to_float(wav_path), 3, 2)
+    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def append_speech(connection, pcm: bytes, chunk: int = 9600) -> None:
+    for offset in range(0, len(pcm), chunk):
+        connection.input_audio_buffer.append(audio=base64.b64encode(pcm[offset : offset + chunk]).decode())
+
+
+def events_until(connection, *kinds: str, limit: int = 5000) -> list:
+    seen = []
+    for _ in range(limit):
+        event = connection.recv()
+        seen.append(event)
+        if event.type in kinds:
+            return seen
+    raise AssertionError(f"none of {kinds} in {len(seen)} events")
+
+
+def test_realtime_answers_a_spoken_question_with_audio_and_its_transcript(client, speak):
+    with client.realtime.connect(model="voicebot") as connection:
+        created = connection.recv()
+        assert created.type == "session.created" and created.session.audio.output.format.rate == 24000
+        connection.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": None}}})
+        assert connection.recv().type == "session.updated"
+        append_speech(connection, pcm24(speak(QUESTION)))
+        connection.input_audio_buffer.commit()
+        connection.response.create()
+        events = events_until(connection, "response.done", "error")
+    kinds = [e.type for e in events]
+    assert kinds[-1] == "response.done" and events[-1].response.status == "completed", kinds
+    heard = next(e for e in events if e.type == "conversation.item.input_audio_transcription.completed")
+    assert word_error_rate(QUESTION, heard.transcript) <= 0.25, heard.transcript
+    assert kinds.index("input_audio_buffer.committed") < kinds.index("response.created")
+    audio = b"".join(base64.b64decode(e.delta) for e in events if e.type == "response.output_audio.delta")
+    assert len(audio) / 2 / 24000 > 0.5  # at least half a second of 24 kHz speech
+    said = "".join(e.delta for e in events if e.type == "response.output_audio_transcript.delta")
+    done = next(e for e in events if e.type == "response.output_audio_transcript.done")
+    assert said.strip() and done.transcript == said
+    assert events[-1].response.model_extra["citations"][0]["source"] == USERS_DOC.name
+
+
+def test_realtime_text_item_and_barge_in(client, speak):
+    with client.realtime.connect(model="voicebot") as connection:
+        connection.recv()
+        connection.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "Explain everything about users and groups in Debian."}],
+            }
+        )
+        connection.response.create()
+        events_until(connection, "response.output_audio_transcript.delta")
+        connection.response.cancel()
+        cancelled = events_until(connection, "response.done")
+        assert cancelled[-1].response.status == "cancelled"
+        # A new question by voice after the interruption is answered in full.
+        append_speech(connection, pcm24(speak(QUESTION)))
+        connection.input_audio_buffer.commit()
+        connection.response.create()
+        events = events_until(connection, "response.done", "error")
+        assert events[-1].type == "response.done" and events[-1].response.status == "completed"
+        # Speaking over an answer interrupts it, as the talk button does.
+        connection.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "What are file triggers?"}],
+            }
+        )
+        connection.response.create()
+        events_until(connection, "response.output_audio_transcript.delta")
+        append_speech(connection, pcm24(speak("Stop.")))
+        assert events_until(connection, "response.done")[-1].response.status == "cancelled"
+
+
+def test_realtime_bad_events_get_error_events_and_the_session_goes_on(client, speak):
+    with client.realtime.connect(model="voicebot") as connection:
+        connection.recv()
+        connection.input_audio_buffer.commit()  # nothing appended
+        assert connection.recv().error.code == "input_audio_buffer_commit_empty"
+        connection.input_audio_buffer.append(audio="not base64!")
+        assert connection.recv().error.param == "audio"
+        connection.session.update(
+            session={"type": "realtime", "audio": {"input": {"turn_detection": {"type": "server_vad"}}}}
+        )
+        assert connection.recv().error.code == "unsupported"
+        connection.session.update(session={"type": "realtime", "audio": {"output": {"voice": "alloy"}}})
+        assert "joe" in connection.recv().error.message
+        connection.send({"type": "no.such.event"})
+        assert connection.recv().error.code == "unknown_event"
+        connection.response.create()  # nothing to answer
+        assert connection.recv().error.code == "no_input"
+        connection.conversation.item.create(
+            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "What is a trigger?"}]}
+        )
+        events_until(connection, "conversation.item.done")
+        connection.response.create(response={"output_modalities": ["text"]})
+        events = events_until(connection, "response.done", "error")
+        assert events[-1].type == "response.done" and any(e.type == "response.output_text.delta" for e in events)
+        assert not any(e.type == "response.output_audio.delta" for e in events)
+
+
+def test_realtime_refuses_a_wrong_token(server):
+    bad = openai.OpenAI(base_url=f"{server.base}/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(Exception) as exc, bad.realtime.connect(model="voicebot") as connection:
+        connection.recv()
+    assert "4401" in str(exc.value) or "token" in str(exc.value)
