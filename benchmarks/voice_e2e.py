@@ -133,6 +133,75 @@ async def voice_turn(
     return result
 
 
+REALTIME_RATE = 24_000
+
+
+def upsample_to_realtime(pcm16k: bytes) -> bytes:
+    """16 kHz PCM16 as Realtime's input (24 kHz), by the orchestrator's own resampler."""
+    from orchestrator.audio_out import resample_pcm16
+
+    return resample_pcm16(pcm16k, STT_SAMPLE_RATE, REALTIME_RATE)
+
+
+async def realtime_turn(
+    url: str, audio: bytes, question: str, concurrency: int, timeout: float = 180, release_s: float = RELEASE_S
+) -> TurnResult:
+    """The same spoken turn through ``/v1/realtime`` (``url`` ends in /v1/realtime): 20 ms
+    ``input_audio_buffer.append`` events in real time, then ``release_s`` of silence, ``commit``
+    and ``response.create`` back to back, as a push-to-talk client sends them. First audio is
+    timed from the commit, as native first audio is timed from ``stop``."""
+    import base64
+
+    result = TurnResult(question=question, concurrency=concurrency, ok=False)
+    pcm = upsample_to_realtime(audio + bytes(int(release_s * STT_SAMPLE_RATE) * 2))
+    frame = REALTIME_RATE * 2 // 50
+    try:
+        async with websockets.connect(url, max_size=1 << 22) as ws:
+            began = time.monotonic()
+            for n in range(0, len(pcm), frame):
+                chunk = base64.b64encode(pcm[n : n + frame]).decode()
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+                delay = began + (n // frame + 1) * 0.02 - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            await ws.send(json.dumps({"type": "response.create"}))
+            stopped = time.monotonic()
+            deadline = stopped + timeout
+            playback = Playback()
+            while True:
+                event = json.loads(await asyncio.wait_for(ws.recv(), max(deadline - time.monotonic(), 0.1)))
+                kind = event["type"]
+                if kind == "response.output_audio.delta":
+                    now = time.monotonic()
+                    if result.voice_to_first_audio_s < 0:
+                        result.voice_to_first_audio_s = now - stopped
+                    playback.chunk(now, len(event["delta"]) * 3 / 4 / 2 / REALTIME_RATE)
+                    result.underruns, result.gap_s = playback.underruns, playback.gap_s
+                elif kind == "conversation.item.input_audio_transcription.completed":
+                    result.transcript = event["transcript"]
+                elif kind == "response.output_audio_transcript.delta":
+                    result.answer += event["delta"]
+                elif kind == "error":
+                    result.error = f"{event['error']['code']}: {event['error']['message']}"
+                    return result
+                elif kind == "response.done":
+                    response = event["response"]
+                    result.total_s = time.monotonic() - stopped
+                    native = response.get("voicebot", {})  # the native `done` event, as an extra field
+                    result.server = native.get("timings", {})
+                    result.speculation = native.get("speculation", "")
+                    result.prefill_finished = bool(native.get("prefill_finished", False))
+                    result.cited = [item["source"] for item in response.get("citations", [])]
+                    result.ok = response["status"] == "completed"
+                    if not result.ok:
+                        result.error = f"response {response['status']}"
+                    return result
+    except (OSError, TimeoutError, websockets.WebSocketException) as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+    return result
+
+
 async def run_level(
     url: str,
     clips: list[tuple[str, bytes]],

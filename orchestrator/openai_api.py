@@ -293,11 +293,14 @@ def openai_router(
         stream = (fields.get("stream") or "false").lower() == "true"
         triton = request.app.state.triton
         began = time.perf_counter()
+        release = acquire()  # every OpenAI request holds a conversation slot while it runs
         try:
             text, segments = await triton.transcribe_file(data, uuid.uuid4().hex[:12])
         except ServiceError as exc:
             count("transcriptions", "error")
             raise OpenAIError(_status_for(exc.code), str(exc), exc.code) from None
+        finally:
+            release()
         metrics.stage_seconds.labels("stt").observe(time.perf_counter() - began)
         count("transcriptions", "ok")
         if stream:
@@ -356,15 +359,18 @@ def openai_router(
         text = _clean(body.input, MAX_SPEECH_CHARS, "input")
         triton = request.app.state.triton
         request_id = uuid.uuid4().hex[:12]
+        release = acquire()
         chunks = triton.speak(text, 1.0 / body.speed, request_id)
         # The first chunk before the response starts: a failure is then a proper HTTP error.
         try:
             first = await anext(chunks, None)
         except ServiceError as exc:
             count("speech", "error")
+            release()
             raise OpenAIError(_status_for(exc.code), str(exc), exc.code) from None
         if first is None:
             count("speech", "error")
+            release()
             raise OpenAIError(400, "the input gave no speech", ErrorCode.NO_ANSWER, "input")
         encoder = SpeechEncoder(body.response_format, first.sample_rate)
 
@@ -380,10 +386,13 @@ def openai_router(
                 count("speech", "error")
                 log.warning("speech stream failed: %s", exc, extra={"code": exc.code})
             finally:
+                release()
                 encoder.close()
                 await chunks.aclose()
 
-        return StreamingResponse(audio(), media_type=MEDIA_TYPES[body.response_format])
+        return StreamingResponse(
+            audio(), media_type=MEDIA_TYPES[body.response_format], background=BackgroundTask(release)
+        )
 
     @router.post("/v1/embeddings")
     async def embeddings(request: Request) -> dict[str, Any]:
@@ -397,11 +406,14 @@ def openai_router(
         texts = [_clean(t, MAX_EMBED_CHARS, f"input[{n}]") for n, t in enumerate(texts)]
         if body.dimensions is not None and body.dimensions != EMBEDDING_DIM:
             raise OpenAIError(400, f"this model gives {EMBEDDING_DIM} dimensions only", param="dimensions")
+        release = acquire()
         try:
             vectors = await request.app.state.triton.embed(texts, uuid.uuid4().hex[:12])
         except ServiceError as exc:
             count("embeddings", "error")
             raise OpenAIError(_status_for(exc.code), str(exc), exc.code) from None
+        finally:
+            release()
         count("embeddings", "ok")
         data = []
         for n, vector in enumerate(np.asarray(vectors, dtype=np.float32)):

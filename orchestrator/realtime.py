@@ -107,7 +107,7 @@ class RealtimeSession:
         self.response: dict[str, Any] | None = None  # the live response
         self.transcript = ""
         self.citations: list[dict[str, Any]] = []
-        self.timings: dict[str, Any] = {}
+        self.native_done: dict[str, Any] = {}
         self.out_item: dict[str, Any] = {}
         self.input_seconds = 0.0
         self._canceller: asyncio.Task[None] | None = None
@@ -295,7 +295,7 @@ class RealtimeSession:
             "output": [],
             "conversation_id": None,
         }
-        self.transcript, self.citations, self.timings = "", [], {}
+        self.transcript, self.citations, self.native_done = "", [], {}
         self.out_item = {
             "id": _id("item"),
             "type": "message",
@@ -393,7 +393,8 @@ class RealtimeSession:
             pcm = resample_pcm16(payload["pcm"], int(payload["sample_rate"]), PCM_RATE)
             await self.emit("response.output_audio.delta", delta=base64.b64encode(pcm).decode("ascii"), **ids)
         elif kind == EventType.DONE:
-            self.timings = payload.get("timings", {})
+            # The native turn's own account (timings, and for speech what speculation did).
+            self.native_done = {k: v for k, v in payload.items() if k not in ("type", "turn_id")}
             if audio_out:
                 await self.emit("response.output_audio.done", **ids)
                 await self.emit("response.output_audio_transcript.done", transcript=self.transcript, **ids)
@@ -419,9 +420,10 @@ class RealtimeSession:
             "status": status,
             "status_details": details,
             "output": [item],
-            # Extra fields, ignored by clients that do not know them: the passages and stage timings.
+            # Extra fields, ignored by clients that do not know them: the passages, and the native
+            # `done` event (its timings, and for speech what speculation did).
             "citations": self.citations,
-            "timings": self.timings,
+            "voicebot": self.native_done,
         }
         await self.emit("response.done", response=done)
 

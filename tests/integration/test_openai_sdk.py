@@ -319,3 +319,20 @@ def test_realtime_refuses_a_wrong_token(server):
     with pytest.raises(Exception) as exc, bad.realtime.connect(model="voicebot") as connection:
         connection.recv()
     assert "4401" in str(exc.value) or "token" in str(exc.value)
+
+
+def test_a_full_server_says_429_with_retry_after(server, client):
+    slots = server.server.config.app.state.slots
+    used = slots.used
+    slots.used = slots.limit  # every conversation slot taken
+    try:
+        with pytest.raises(openai.RateLimitError) as exc:
+            client.chat.completions.create(model="voicebot", messages=[{"role": "user", "content": "hi"}])
+        assert exc.value.response.headers["retry-after"] == "5"
+        with pytest.raises(openai.RateLimitError):
+            client.audio.speech.create(model="tts-1", voice="joe", input="hello")
+    finally:
+        slots.used = used
+    assert client.embeddings.create(model="voicebot-embed", input="hello").data
+    metrics = httpx.get(f"{server.base}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+    assert 'voicebot_openai_requests_total{endpoint="embeddings",outcome="ok"}' in metrics
