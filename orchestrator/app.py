@@ -367,15 +367,15 @@ def create_app(
 
     app.include_router(openai_router(settings, metrics, auth, acquire_slot))
 
-    @app.websocket("/v1/voice")
-    async def voice(ws: WebSocket) -> None:
+    async def guarded(ws: WebSocket, token_presented: bool, serve: Callable[[], Awaitable[None]]) -> None:
+        """A WebSocket session: its origin, its token and a free slot, then ``serve`` once accepted."""
         # Browsers send Origin on WebSockets and no CORS applies to them: without this check any
         # web page the user visits could open a session on this (localhost) server.
         if not same_origin(ws.headers, settings.cors_origins):
             await ws.accept()
             await ws.close(WS_FORBIDDEN_ORIGIN, "cross-origin WebSocket refused")
             return
-        if not token_ok(ws.query_params.get("token")):
+        if not token_presented:
             await ws.accept()
             await ws.close(WS_UNAUTHORIZED, "missing or wrong token")
             return
@@ -387,52 +387,38 @@ def create_app(
         metrics.active_sessions.inc()
         try:
             await ws.accept()
-            runner = ws.app.state.runner
-            await _serve(
-                ws,
-                settings,
-                lambda text, data: VoiceSession(
-                    runner, settings, metrics, text, data, session_id=uuid.uuid4().hex[:12]
-                ),
-            )
+            await serve()
         finally:
             slots.release()
             metrics.active_sessions.dec()
 
+    @app.websocket("/v1/voice")
+    async def voice(ws: WebSocket) -> None:
+        runner = ws.app.state.runner
+
+        def make(text: Callable[[str], Any], data: Callable[[bytes], Any]) -> VoiceSession:
+            return VoiceSession(runner, settings, metrics, text, data, session_id=uuid.uuid4().hex[:12])
+
+        await guarded(ws, token_ok(ws.query_params.get("token")), lambda: _serve(ws, settings, make))
+
     @app.websocket("/v1/realtime")
     async def realtime(ws: WebSocket) -> None:
-        # The SDKs send the key as a bearer header; a browser cannot, so ?token= works too.
-        if not same_origin(ws.headers, settings.cors_origins):
-            await ws.accept()
-            await ws.close(WS_FORBIDDEN_ORIGIN, "cross-origin WebSocket refused")
-            return
-        if not (token_ok(bearer(ws.headers)) or token_ok(ws.query_params.get("token"))):
-            await ws.accept()
-            await ws.close(WS_UNAUTHORIZED, "missing or wrong token")
-            return
+        runner = ws.app.state.runner
         model = ws.query_params.get("model")
-        slots: SessionSlots = ws.app.state.slots
-        if not slots.acquire():
-            await ws.accept()
-            await ws.close(WS_TRY_AGAIN_LATER, "too many sessions")
-            return
-        metrics.active_sessions.inc()
-        try:
-            await ws.accept()
-            runner = ws.app.state.runner
-            session_id = uuid.uuid4().hex[:12]
 
-            def make(text: Callable[[str], Any], _data: Callable[[bytes], Any]) -> RealtimeSession:
-                return RealtimeSession(runner, settings, metrics, text, session_id)
+        def make(text: Callable[[str], Any], _data: Callable[[bytes], Any]) -> RealtimeSession:
+            return RealtimeSession(runner, settings, metrics, text, uuid.uuid4().hex[:12])
 
+        async def serve() -> None:
             if model not in (None, "voicebot"):
                 await ws.send_text(json.dumps(realtime_model_error(model)))
                 await ws.close(1008, "unknown model")
                 return
             await _serve(ws, settings, make)
-        finally:
-            slots.release()
-            metrics.active_sessions.dec()
+
+        # The SDKs send the key as a bearer header; a browser cannot, so ?token= works too.
+        presented = token_ok(bearer(ws.headers)) or token_ok(ws.query_params.get("token"))
+        await guarded(ws, presented, serve)
 
     index_html = settings.webapp_dir / "index.html"
     if index_html.is_file():

@@ -252,17 +252,16 @@ def test_realtime_answers_a_spoken_question_with_audio_and_its_transcript(client
     assert events[-1].response.model_extra["citations"][0]["source"] == USERS_DOC.name
 
 
+def ask_in_text(connection, text: str) -> None:
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+    connection.conversation.item.create(item=item)
+    connection.response.create()
+
+
 def test_realtime_text_item_and_barge_in(client, speak):
     with client.realtime.connect(model="voicebot") as connection:
         connection.recv()
-        connection.conversation.item.create(
-            item={
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": "Explain everything about users and groups in Debian."}],
-            }
-        )
-        connection.response.create()
+        ask_in_text(connection, "Explain everything about users and groups in Debian.")
         events_until(connection, "response.output_audio_transcript.delta")
         connection.response.cancel()
         cancelled = events_until(connection, "response.done")
@@ -274,14 +273,7 @@ def test_realtime_text_item_and_barge_in(client, speak):
         events = events_until(connection, "response.done", "error")
         assert events[-1].type == "response.done" and events[-1].response.status == "completed"
         # Speaking over an answer interrupts it, as the talk button does.
-        connection.conversation.item.create(
-            item={
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": "What are file triggers?"}],
-            }
-        )
-        connection.response.create()
+        ask_in_text(connection, "What are file triggers?")
         events_until(connection, "response.output_audio_transcript.delta")
         append_speech(connection, pcm24(speak("Stop.")))
         assert events_until(connection, "response.done")[-1].response.status == "cancelled"
