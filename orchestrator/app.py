@@ -31,6 +31,7 @@ from voicebot.contract import ErrorCode
 from .guard import ApiError, BodyLimits, EdgeGuard, HostPolicy, bearer, error_body, same_origin, token_matches
 from .metrics import Metrics
 from .openai_api import (
+    CHAT_MODEL,
     COMPLETIONS_BODY_BYTES,
     EMBEDDINGS_BODY_BYTES,
     OpenAIError,
@@ -410,7 +411,7 @@ def create_app(
             return RealtimeSession(runner, settings, metrics, text, uuid.uuid4().hex[:12])
 
         async def serve() -> None:
-            if model not in (None, "voicebot"):
+            if model not in (None, CHAT_MODEL):
                 await ws.send_text(json.dumps(realtime_model_error(model)))
                 await ws.close(1008, "unknown model")
                 return

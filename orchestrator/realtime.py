@@ -28,8 +28,9 @@ from typing import Any
 from voicebot import jsonsafe
 from voicebot.contract import STT_SAMPLE_RATE, EventType
 
-from .audio_out import PCM_RATE, resample_pcm16
+from .audio_out import PCM_RATE, VOICES, resample_pcm16
 from .metrics import Metrics
+from .openai_api import CHAT_MODEL
 from .protocol import PCM_ENCODING, ProtocolError, question_text
 from .session import TurnRunner, VoiceSession
 from .settings import Settings
@@ -37,7 +38,6 @@ from .settings import Settings
 log = logging.getLogger("voicebot.realtime")
 
 MAX_HELD_BYTES = 8 * 1024 * 1024  # an unrequested answer's events, held for response.create
-VOICES = ("joe",)
 
 
 def _id(prefix: str) -> str:
@@ -51,7 +51,7 @@ def realtime_model_error(model: str) -> dict[str, Any]:
         "error": {
             "type": "invalid_request_error",
             "code": "model_not_found",
-            "message": f"the model {model[:80]!r} does not exist; the Realtime model is 'voicebot'",
+            "message": f"the model {model[:80]!r} does not exist; the Realtime model is {CHAT_MODEL!r}",
             "param": "model",
             "event_id": None,
         },
@@ -84,7 +84,7 @@ class RealtimeSession:
             "type": "realtime",
             "object": "realtime.session",
             "id": _id("sess"),
-            "model": "voicebot",
+            "model": CHAT_MODEL,
             "output_modalities": ["audio"],
             "instructions": "",
             "audio": {

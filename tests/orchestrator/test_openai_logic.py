@@ -153,4 +153,5 @@ def test_an_encoder_closed_early_releases_its_container():
     encoder = SpeechEncoder("mp3", RATE)
     encoder.encode(tone(0.2))
     encoder.close()
+    assert encoder._container is None
     encoder.close()  # twice is fine: a stream can end in more than one way
