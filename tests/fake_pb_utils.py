@@ -95,6 +95,7 @@ class InferenceRequest:
     request_id_: str = ""
     sender: ResponseSender = field(default_factory=ResponseSender)
     parameters_: str = "{}"  # the request's own parameters, as JSON (Triton's request.parameters())
+    requested_output_names_: tuple[str, ...] = ()  # the outputs the client asked for
 
     def get_response_sender(self) -> ResponseSender:
         return self.sender
@@ -104,6 +105,9 @@ class InferenceRequest:
 
     def parameters(self) -> str:
         return self.parameters_
+
+    def requested_output_names(self) -> list[str]:
+        return list(self.requested_output_names_)
 
 
 def get_input_tensor_by_name(request: InferenceRequest, name: str) -> Tensor | None:

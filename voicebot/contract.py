@@ -38,9 +38,14 @@ class Tensor:
     def numpy_dtype(self) -> Any:
         import numpy as np  # here, not at the top: the document parser's child process never needs it
 
-        return {"BYTES": np.object_, "FP32": np.float32, "INT16": np.int16, "INT32": np.int32, "BOOL": np.bool_}[
-            self.dtype
-        ]
+        return {
+            "BYTES": np.object_,
+            "FP32": np.float32,
+            "INT16": np.int16,
+            "INT32": np.int32,
+            "UINT32": np.uint32,
+            "BOOL": np.bool_,
+        }[self.dtype]
 
     def array(self, value: Any) -> np.ndarray:
         """``value`` as this tensor's array: a str/bytes/number/bool is one element, a list or
@@ -120,6 +125,16 @@ STREAM = "stream"
 SAMPLING_PARAMETERS = "sampling_parameters"
 EXCLUDE_INPUT_IN_OUTPUT = "exclude_input_in_output"
 TEXT_OUTPUT = "text_output"
+# vllm_backend's additional outputs (docs/additional_outputs.md there): off unless a request's
+# return_* input is true, then set on every response. finish_reason is "None" until the last
+# one ("stop" or "length"); num_output_tokens counts the tokens of that response's text.
+RETURN_FINISH_REASON = "return_finish_reason"
+RETURN_NUM_INPUT_TOKENS = "return_num_input_tokens"
+RETURN_NUM_OUTPUT_TOKENS = "return_num_output_tokens"
+FINISH_REASON = "finish_reason"
+NUM_INPUT_TOKENS = "num_input_tokens"
+NUM_OUTPUT_TOKENS = "num_output_tokens"
+UNFINISHED = "None"  # vLLM's str(None): the finish_reason of a response that is not the last
 TEXT = "text"
 SPEAKER = "speaker"
 LENGTH_SCALE = "length_scale"
@@ -168,8 +183,16 @@ LLM = ModelContract(
         Tensor(STREAM, "BOOL", (1,), optional=True),
         Tensor(SAMPLING_PARAMETERS, "BYTES", (1,), optional=True),
         Tensor(EXCLUDE_INPUT_IN_OUTPUT, "BOOL", (1,), optional=True),
+        Tensor(RETURN_FINISH_REASON, "BOOL", (1,), optional=True),
+        Tensor(RETURN_NUM_INPUT_TOKENS, "BOOL", (1,), optional=True),
+        Tensor(RETURN_NUM_OUTPUT_TOKENS, "BOOL", (1,), optional=True),
     ),
-    outputs=(Tensor(TEXT_OUTPUT, "BYTES", (-1,)),),
+    outputs=(
+        Tensor(TEXT_OUTPUT, "BYTES", (-1,)),
+        Tensor(FINISH_REASON, "BYTES", (-1,)),
+        Tensor(NUM_INPUT_TOKENS, "UINT32", (1,)),
+        Tensor(NUM_OUTPUT_TOKENS, "UINT32", (-1,)),
+    ),
     decoupled=True,
 )
 TTS = ModelContract(
@@ -207,6 +230,12 @@ VOICE_ANSWER = ModelContract(
         Tensor(TEXT_OUTPUT, "BYTES", (-1,)),
         Tensor(AUDIO, "INT16", (-1,)),
         Tensor(SAMPLE_RATE, "INT32", (1,)),
+        # Asked for (as requested outputs), they come in one response of their own after the
+        # answer's text: the llm's counts for the answer and why it ended ("stop" also when the
+        # grounding check ended it).
+        Tensor(FINISH_REASON, "BYTES", (1,)),
+        Tensor(NUM_INPUT_TOKENS, "UINT32", (1,)),
+        Tensor(NUM_OUTPUT_TOKENS, "UINT32", (1,)),
     ),
     decoupled=True,
 )

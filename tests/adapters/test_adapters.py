@@ -82,14 +82,20 @@ class ScriptedLM:
         self.prefilled.append((prompt, cache_key))
         return len(prompt.split())
 
-    def stream(self, prompt, params, cancelled, cache_key=None, pace_cps=None):
+    def stream(self, prompt, params, cancelled, cache_key=None, pace_cps=None, generation=None):
         self.seen_params = params
         self.cache_keys.append(cache_key)
         self.paces.append(pace_cps)
+        if generation is not None:
+            generation.prompt_tokens = len(prompt.split())
         for delta in self.deltas:
             if cancelled():
                 return
+            if generation is not None:
+                generation.output_tokens += 2  # two tokens a delta
             yield delta
+        if generation is not None:
+            generation.finish_reason = "length"
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
@@ -133,6 +139,33 @@ def test_llm_streams_deltas_without_the_prompt(llm_model):
     )
     assert outputs(responses) == [" Paris", " is", " nice."]
     assert llm_model.lm.seen_params.max_tokens == 5
+
+
+def test_llm_reports_counts_and_finish_reason_like_vllm_backend_when_asked(llm_model):
+    asked = [
+        pb.Tensor(name, np.array([True]))
+        for name in (c.RETURN_FINISH_REASON, c.RETURN_NUM_INPUT_TOKENS, c.RETURN_NUM_OUTPUT_TOKENS)
+    ]
+    question = [text(c.TEXT_INPUT, "Q: where?"), pb.Tensor(c.STREAM, np.array([True]))]
+
+    def extras(responses):
+        return [
+            (
+                pb.get_output_tensor_by_name(r, c.FINISH_REASON).as_numpy()[0].decode(),
+                int(pb.get_output_tensor_by_name(r, c.NUM_INPUT_TOKENS).as_numpy()[0]),
+                int(pb.get_output_tensor_by_name(r, c.NUM_OUTPUT_TOKENS).as_numpy()[0]),
+            )
+            for r in responses
+        ]
+
+    streamed = run_stream(llm_model, [*question, *asked])
+    # Every response carries them; a last one with no text brings the finish reason.
+    assert outputs(streamed) == [" Paris", " is", " nice.", ""]
+    assert extras(streamed) == [(c.UNFINISHED, 2, 2)] * 3 + [("length", 2, 0)]
+    whole = run_stream(llm_model, [question[0], *asked])
+    assert extras(whole) == [("length", 2, 6)]
+    plain = run_stream(llm_model, question)  # not asked: vllm_backend's plain outputs only
+    assert [[t.name() for t in r.output_tensors] for r in plain] == [[c.TEXT_OUTPUT]] * 3
 
 
 def test_llm_request_parameters_name_the_cache_and_ask_for_a_prefill_only(llm_model):
@@ -226,7 +259,9 @@ class ScriptedLoopback:
         self.llm_calls: list[tuple[str, str | None, bool]] = []
         self.paces: list[float | None] = []
 
-    async def llm_deltas(self, prompt, params, request_id, *, cache_key=None, prefill_only=False, pace_cps=None):
+    async def llm_deltas(
+        self, prompt, params, request_id, *, cache_key=None, prefill_only=False, pace_cps=None, generation=None
+    ):
         self.llm_calls.append((prompt, cache_key, prefill_only))
         self.paces.append(pace_cps)
         if prefill_only:
@@ -240,7 +275,11 @@ class ScriptedLoopback:
                 await asyncio.sleep(0.005)
                 if self.fail is not None:
                     raise CallError(self.fail, "llm: sampling_parameters refused")
+                if generation is not None:
+                    generation.output_tokens += 1
                 yield delta
+            if generation is not None:
+                generation.prompt_tokens, generation.finish_reason = len(prompt.split()), "stop"
         except asyncio.CancelledError:
             self.llm_cancelled = True
             raise
@@ -293,6 +332,19 @@ def test_voice_answer_speaks_unless_told_not_to(voice_answer):
     assert "".join(outputs(typed)) == "Three hours. Then it glows." and not voice_answer.lb.tts_calls
     # The engine hears how fast each answer is consumed: spoken, then read.
     assert voice_answer.lb.paces == [c.SPEECH_PACE_CPS, c.READING_PACE_CPS]
+
+
+def test_voice_answer_ends_with_the_counts_when_the_client_asks_for_them(voice_answer):
+    counts = (c.FINISH_REASON, c.NUM_INPUT_TOKENS, c.NUM_OUTPUT_TOKENS)
+    request = pb.InferenceRequest(answer_inputs(speak=False), requested_output_names_=(c.TEXT_OUTPUT, *counts))
+    assert voice_answer.execute([request]) is None and request.sender.done.wait(10)
+    *texts, last = request.sender.responses
+    assert "".join(outputs(texts)) == "Three hours. Then it glows."
+    prompt_words = len(voice_answer.lb.llm_calls[0][0].split())
+    got = [pb.get_output_tensor_by_name(last, name).as_numpy()[0] for name in counts]
+    assert [got[0].decode(), int(got[1]), int(got[2])] == ["stop", prompt_words, 4]
+    plain = run_stream(voice_answer, answer_inputs(speak=False))  # not asked for: text only
+    assert all(r.output_tensors[0].name() == c.TEXT_OUTPUT for r in plain if r.output_tensors)
 
 
 def test_voice_answer_prefills_the_prompt_up_to_the_question_under_the_cache_key(voice_answer):

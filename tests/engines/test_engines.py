@@ -8,7 +8,7 @@ from conftest import wav_to_float
 from speech_corpus import QUESTIONS
 
 from voicebot.engines.embed import EmbedderSettings, SentenceEmbedder
-from voicebot.engines.llm import load_language_model
+from voicebot.engines.llm import Generation, load_language_model
 from voicebot.engines.stt import WhisperEngine, WhisperSettings
 from voicebot.engines.tts import PiperEngine, PiperSettings
 from voicebot.sampling import SamplingParams
@@ -98,6 +98,19 @@ def test_llm_streams_deltas(llm):
     deltas = list(llm.stream("Question: What is the capital of France?\nAnswer:", params, lambda: False))
     assert 1 <= len(deltas) <= 12
     assert "paris" in "".join(deltas).lower()
+
+
+def test_llm_counts_the_prompt_and_each_generated_token(llm):
+    prompt = "Count: one, two, three,"
+    generation, seen = Generation(), []
+    params = SamplingParams(temperature=0.0, max_tokens=7, ignore_eos=True)
+    for _ in llm.stream(prompt, params, lambda: False, generation=generation):
+        seen.append(generation.output_tokens)
+    assert generation == Generation(llm.count_tokens(prompt), 7, "length")
+    assert seen == sorted(seen) and seen[0] >= 1  # counted before each delta is yielded
+    stopped = Generation()
+    list(llm.stream(prompt, SamplingParams(temperature=0.0, stop=(",",)), lambda: False, generation=stopped))
+    assert stopped.finish_reason == "stop" and 1 <= stopped.output_tokens < 16
 
 
 def test_llm_cancel_stops_generation(llm):

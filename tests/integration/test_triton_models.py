@@ -148,6 +148,31 @@ def test_llm_streams_over_grpc(stream):
     assert "paris" in "".join(r.text() for r in got).lower()
 
 
+@pytest.mark.parametrize("max_tokens, stop, reason", [(6, [], "length"), (200, ["\n"], "stop")])
+def test_llm_reports_counts_and_finish_reason_as_vllm_backend_does(stream, max_tokens, stop, reason):
+    params = json.dumps({"temperature": 0, "max_tokens": max_tokens, "stop": stop})
+    asked = [c.RETURN_FINISH_REASON, c.RETURN_NUM_INPUT_TOKENS, c.RETURN_NUM_OUTPUT_TOKENS]
+    got = stream.collect(
+        c.LLM.name,
+        [
+            tensor(grpcclient, c.LLM, c.TEXT_INPUT, "Question: What is the capital of France?\nAnswer:"),
+            tensor(grpcclient, c.LLM, c.STREAM, np.array([True])),
+            tensor(grpcclient, c.LLM, c.SAMPLING_PARAMETERS, params),
+            *(tensor(grpcclient, c.LLM, name, np.array([True])) for name in asked),
+        ],
+        [c.TEXT_OUTPUT, c.FINISH_REASON, c.NUM_INPUT_TOKENS, c.NUM_OUTPUT_TOKENS],
+    )
+    reasons = [r.result.as_numpy(c.FINISH_REASON)[0].decode() for r in got]
+    assert reasons[:-1] == [c.UNFINISHED] * (len(got) - 1) and reasons[-1] == reason
+    prompts = {int(r.result.as_numpy(c.NUM_INPUT_TOKENS)[0]) for r in got}
+    assert len(prompts) == 1 and 10 <= prompts.pop() <= 20  # the same count on every response
+    total = sum(int(r.result.as_numpy(c.NUM_OUTPUT_TOKENS)[0]) for r in got)
+    if reason == "length":
+        assert total == max_tokens
+    else:
+        assert 1 <= total < max_tokens
+
+
 def test_llm_non_streaming_over_grpc_includes_prompt(stream):
     prompt = "Question: What is the capital of France?\nAnswer:"
     got = stream.collect(

@@ -56,9 +56,15 @@ def test_llm_matches_triton_vllm_backend_io():
         ("stream", "TYPE_BOOL"),
         ("sampling_parameters", "TYPE_STRING"),
         ("exclude_input_in_output", "TYPE_BOOL"),
+        ("return_finish_reason", "TYPE_BOOL"),
+        ("return_num_input_tokens", "TYPE_BOOL"),
+        ("return_num_output_tokens", "TYPE_BOOL"),
     }
     assert [(t.name, dtype_name(t.data_type), list(t.dims)) for t in config.output] == [
-        ("text_output", "TYPE_STRING", [-1])
+        ("text_output", "TYPE_STRING", [-1]),
+        ("finish_reason", "TYPE_STRING", [-1]),
+        ("num_input_tokens", "TYPE_UINT32", [1]),
+        ("num_output_tokens", "TYPE_UINT32", [-1]),
     ]
 
 
@@ -89,11 +95,14 @@ def test_no_wire_name_or_dtype_is_spelled_outside_the_contract():
     root = Path(__file__).resolve().parents[2]
     files = subprocess.run(["git", "ls-files", "*.py"], cwd=root, capture_output=True, text=True, check=True)
     # Names that are only ever wire names (the short ones, "text" or "audio", are also event fields).
-    shared = {c.SAMPLE_RATE}  # also a field of the WebSocket's start and audio events
+    # Also a field of the WebSocket's start and audio events; of OpenAI's chat completions.
+    shared = {c.SAMPLE_RATE, c.FINISH_REASON}
     distinctive = {
         t.name for m in c.MODELS for t in (*m.inputs, *m.outputs) if ("_" in t.name or t.name.endswith("s"))
     } - shared
-    quoted = "|".join(sorted({*distinctive, *c.MODEL_NAMES, "BYTES", "FP32", "FP16", "INT16", "INT32", "BOOL"}))
+    quoted = "|".join(
+        sorted({*distinctive, *c.MODEL_NAMES, "BYTES", "FP32", "FP16", "INT16", "INT32", "UINT32", "BOOL"})
+    )
     literal = re.compile(rf"""(?<![\w{{=])(["'])({quoted})\1(?!\s*:\s*\{{)|InferInput\(""")
     offenders = []
     for name in files.stdout.split():

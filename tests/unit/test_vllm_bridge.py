@@ -13,20 +13,23 @@ from dataclasses import dataclass
 
 import pytest
 
-from voicebot.engines.llm import load_language_model
+from voicebot.engines.llm import Generation, load_language_model
 from voicebot.sampling import SamplingParams
 from voicebot.serving.config import ConfigError
 from voicebot.weights import WeightsNotFound
 
 
 @dataclass
-class _Completion:
+class _Completion:  # vLLM's CompletionOutput: cumulative text and token ids
     text: str
+    token_ids: list
+    finish_reason: str | None = None
 
 
 @dataclass
 class _RequestOutput:
     outputs: list
+    prompt_token_ids: list
 
 
 class FakeAsyncEngine:
@@ -43,11 +46,14 @@ class FakeAsyncEngine:
 
     async def generate(self, prompt, params, request_id):
         self.params = params
-        text = ""
-        for word in ["Paris", " is", " lovely", "."] * 50:
+        text, ids = "", []
+        words = ["Paris", " is", " lovely", "."] * 50
+        for n, word in enumerate(words):
             text += word  # vLLM reports the cumulative text
+            ids.append(n)
             await asyncio.sleep(0.001)
-            yield _RequestOutput([_Completion(text)])
+            finish = "length" if n == len(words) - 1 else None
+            yield _RequestOutput([_Completion(text, list(ids), finish)], prompt_token_ids=prompt.split())
 
     async def abort(self, request_id):
         self.aborted.append(request_id)
@@ -74,6 +80,18 @@ def test_deltas_and_parameter_mapping(fake_vllm):
         assert "".join(deltas) == "Paris is lovely." * 50
         assert engine._engine.params["max_tokens"] == 7 and engine._engine.params["stop"] == ["\n"]
         assert engine.count_tokens("a b c") == 3
+    finally:
+        engine.close()
+
+
+def test_the_generation_counts_follow_the_engine(fake_vllm):
+    engine = load_language_model({"engine": "vllm", "engine_args": {"model": "/models/x"}})
+    try:
+        generation, seen = Generation(), []
+        for _ in engine.stream("three word prompt", SamplingParams(), lambda: False, generation=generation):
+            seen.append((generation.output_tokens, generation.finish_reason))
+        assert seen[:3] == [(1, None), (2, None), (3, None)]  # updated before each delta
+        assert generation == Generation(prompt_tokens=3, output_tokens=200, finish_reason="length")
     finally:
         engine.close()
 

@@ -27,6 +27,19 @@ from .schedule import QUANTUM, Clock, StepScheduler, Ticket
 Cancelled = Callable[[], bool]
 
 
+@dataclass
+class Generation:
+    """What an engine tells about one stream while it runs (vllm_backend's additional outputs):
+    the prompt's tokens once known, the tokens generated so far (updated before each delta is
+    yielded; an end-of-sequence token counts, as in vLLM), and, once the engine itself ended
+    the stream, ``"stop"`` (end of sequence or a stop string) or ``"length"`` (``max_tokens``
+    or the context). A stream its caller cancelled or closed has no finish reason."""
+
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    finish_reason: str | None = None
+
+
 class LanguageModel(Protocol):
     """Streams text deltas for a prompt; stops early when ``cancelled()`` turns true.
 
@@ -41,9 +54,11 @@ class LanguageModel(Protocol):
         cancelled: Cancelled,
         cache_key: str | None = None,
         pace_cps: float | None = None,
+        generation: Generation | None = None,
     ) -> Iterator[str]:
         """``pace_cps``: how fast the caller consumes the text (characters per second); an engine
-        with several requests in flight may serve first whoever runs out first."""
+        with several requests in flight may serve first whoever runs out first. ``generation``,
+        when given, is kept up to date as the stream goes."""
         ...
 
     def prefill(self, prompt: str, cancelled: Cancelled, cache_key: str | None = None) -> int:
@@ -128,6 +143,17 @@ class PrefixStore:
             self._entries[key] = entry
             while len(self._entries) > self.max_entries or self._bytes() > self.max_bytes:
                 self._entries.popitem(last=False)
+
+
+def token_counter(generation: Generation, prompt_tokens: int) -> Callable[[Any, Any], bool]:
+    """A llama.cpp stopping criterion that never stops: it sees the evaluated tokens each time
+    a token is sampled (the new one is not among them yet), so it counts the generated ones."""
+
+    def count(input_ids: Any, scores: Any) -> bool:
+        generation.output_tokens = max(generation.output_tokens, len(input_ids) - prompt_tokens + 1)
+        return False
+
+    return count
 
 
 def eos_holder(eos: int, prompt_tokens: int, min_tokens: int) -> Callable[[Any, Any], Any]:
@@ -350,16 +376,19 @@ class LlamaCppEngine:
         cancelled: Cancelled,
         cache_key: str | None = None,
         pace_cps: float | None = None,
+        generation: Generation | None = None,
     ) -> Iterator[str]:
+        from llama_cpp import LogitsProcessorList, StoppingCriteriaList
+
         tokens = self._checked_tokens(prompt)
         prompt_tokens = len(tokens)
+        generation = generation if generation is not None else Generation()
+        generation.prompt_tokens = prompt_tokens
         max_tokens = min(params.max_tokens, self.n_ctx - prompt_tokens)
         eos = self._llama.token_eos()
         logit_bias = {eos: float("-inf")} if params.ignore_eos else None
         processors = None
         if params.min_tokens > 0 and not params.ignore_eos:
-            from llama_cpp import LogitsProcessorList
-
             processors = LogitsProcessorList([eos_holder(eos, prompt_tokens, params.min_tokens)])
         ticket = Ticket(arrival=self.clock(), pace_cps=pace_cps or self.default_pace_cps)
         slot = self._slot_for_answer(ticket, tokens, cache_key, cancelled)
@@ -388,6 +417,7 @@ class LlamaCppEngine:
                 frequency_penalty=params.frequency_penalty,
                 logit_bias=logit_bias,
                 logits_processor=processors,
+                stopping_criteria=StoppingCriteriaList([token_counter(generation, prompt_tokens)]),
                 stream=True,
             )
             try:
@@ -403,6 +433,8 @@ class LlamaCppEngine:
                             if chunk is None or cancelled():
                                 finished = True
                                 break
+                            if reason := chunk["choices"][0]["finish_reason"]:
+                                generation.finish_reason = reason
                             if text := chunk["choices"][0]["text"]:
                                 ticket.wrote(text, self.clock())
                                 texts.append(text)
@@ -537,17 +569,23 @@ class VllmEngine:
         cancelled: Cancelled,
         cache_key: str | None = None,
         pace_cps: float | None = None,  # vLLM batches every request each step: no pace needed
+        generation: Generation | None = None,
     ) -> Iterator[str]:
         request_id = f"voicebot-{next(self._ids)}"
-        deltas: queue.Queue[str | BaseException | None] = queue.Queue()
+        generation = generation if generation is not None else Generation()
+        # (text, prompt tokens, generated tokens, finish reason), from the engine's loop to this thread
+        deltas: queue.Queue[tuple[str, int, int, str | None] | BaseException | None] = queue.Queue()
 
         async def produce() -> None:
             sent = 0
             try:
                 async for out in self._engine.generate(prompt, self._sampling(params), request_id):
-                    text = out.outputs[0].text
-                    if len(text) > sent:
-                        deltas.put(text[sent:])
+                    first = out.outputs[0]
+                    text = first.text
+                    prompt_tokens = len(out.prompt_token_ids or ())
+                    reason = str(first.finish_reason) if first.finish_reason else None
+                    if len(text) > sent or reason:
+                        deltas.put((text[sent:], prompt_tokens, len(first.token_ids), reason))
                         sent = len(text)
             except BaseException as exc:  # surfaced to the consumer thread
                 deltas.put(exc)
@@ -572,7 +610,10 @@ class VllmEngine:
                     if _is_request_error(item):
                         raise ValueError(str(item)) from item  # the client's fault: INVALID_ARG
                     raise RuntimeError(f"vLLM generation failed: {item!r}") from item
-                yield item
+                text, generation.prompt_tokens, generation.output_tokens, reason = item
+                generation.finish_reason = reason or generation.finish_reason
+                if text:
+                    yield text
         finally:
             if not finished:
                 # The consumer stopped early (cancelled, or the caller closed the iterator).

@@ -4,10 +4,11 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from voicebot import contract as c
-from voicebot.engines.llm import load_language_model
+from voicebot.engines.llm import Generation, load_language_model
 from voicebot.sampling import parse_sampling_parameters
 from voicebot.serving import metrics
 from voicebot.serving.config import ConfigError, param, read_sidecar
@@ -64,22 +65,55 @@ class TritonPythonModel:
             # Speculative prefill: the prompt goes into the KV cache, no text comes back.
             self.engine.prefill(prompt, is_cancelled, cache_key)
             return
+        extras = Extras(request)
+        generation = Generation()
         pieces = []
         count = 0
         try:
-            for delta in self.engine.stream(prompt, params, is_cancelled, cache_key, pace):
+            for delta in self.engine.stream(prompt, params, is_cancelled, cache_key, pace, generation):
                 if count == 0:
                     self.ttft.observe(time.perf_counter() - began)
                 count += 1
                 if stream:
-                    yield [bytes_tensor(c.TEXT_OUTPUT, [prompt + delta if prepend and count == 1 else delta])]
+                    text = prompt + delta if prepend and count == 1 else delta
+                    yield [bytes_tensor(c.TEXT_OUTPUT, [text]), *extras.tensors(generation, final=False)]
                 else:
                     pieces.append(delta)
         finally:
-            self.tokens.increment(count)
-        if not stream and not is_cancelled():
-            yield [bytes_tensor(c.TEXT_OUTPUT, [(prompt if prepend else "") + "".join(pieces)])]
+            self.tokens.increment(generation.output_tokens)
+        if is_cancelled():
+            return
+        if not stream:
+            text = (prompt if prepend else "") + "".join(pieces)
+            yield [bytes_tensor(c.TEXT_OUTPUT, [text]), *extras.tensors(generation, final=True)]
+        elif extras.wanted:
+            # The finish reason is known only once the engine has stopped: a last response with no text.
+            yield [bytes_tensor(c.TEXT_OUTPUT, [""]), *extras.tensors(generation, final=True)]
 
     def finalize(self):
         self.workers.join()
         self.engine.close()
+
+
+class Extras:
+    """vllm_backend's additional outputs that one request asked for (its ``return_*`` inputs)."""
+
+    def __init__(self, request):
+        self.finish_reason = bool(input_scalar(request, c.RETURN_FINISH_REASON, bool, False))
+        self.input_tokens = bool(input_scalar(request, c.RETURN_NUM_INPUT_TOKENS, bool, False))
+        self.output_tokens = bool(input_scalar(request, c.RETURN_NUM_OUTPUT_TOKENS, bool, False))
+        self.wanted = self.finish_reason or self.input_tokens or self.output_tokens
+        self._sent = 0  # output tokens already reported
+
+    def tensors(self, generation, final):
+        out = []
+        if self.finish_reason:
+            reason = (generation.finish_reason or "stop") if final else c.UNFINISHED
+            out.append(bytes_tensor(c.FINISH_REASON, [reason]))
+        if self.input_tokens:
+            out.append(pb_utils.Tensor(c.NUM_INPUT_TOKENS, np.array([generation.prompt_tokens], dtype=np.uint32)))
+        if self.output_tokens:
+            new = max(0, generation.output_tokens - self._sent)
+            self._sent += new
+            out.append(pb_utils.Tensor(c.NUM_OUTPUT_TOKENS, np.array([new], dtype=np.uint32)))
+        return out
