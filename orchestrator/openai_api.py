@@ -458,7 +458,7 @@ def openai_router(
             }
 
         if not body.stream:
-            text, citations, failure = "", [], None
+            text, citations, failure, done = "", [], None, {}
             try:
                 async for item in turn:
                     kind = item["type"]
@@ -468,6 +468,8 @@ def openai_router(
                         citations = item["items"]
                     elif kind == EventType.ERROR:
                         failure = item
+                    elif kind == EventType.DONE:
+                        done = item
             finally:
                 release()
             if failure is not None:
@@ -489,12 +491,11 @@ def openai_router(
                         {
                             "index": 0,
                             "message": {"role": "assistant", "content": text.strip()},
-                            "finish_reason": "stop",
+                            "finish_reason": finish_reason(done),
                             "logprobs": None,
                         }
                     ],
-                    # usage is left out (the schema allows it): voice_answer does not report
-                    # token counts yet, and a guess would be a wrong number.
+                    **usage_of(done),
                     "citations": citations,
                 }
             )
@@ -517,7 +518,10 @@ def openai_router(
                         count("chat_completions", "ok")
                         if not started:
                             yield _sse(chunk({"role": "assistant", "content": ""}))
-                        yield _sse(chunk({}, "stop"))
+                        yield _sse(chunk({}, finish_reason(item)))
+                        if (body.stream_options or {}).get("include_usage") and (usage := usage_of(item)):
+                            # As OpenAI streams it: a last chunk with no choices and the usage.
+                            yield _sse({**chunk({}), "choices": [], **usage})
                 yield _sse("[DONE]")
             finally:
                 release()
@@ -531,6 +535,22 @@ def openai_router(
         )
 
     return router
+
+
+def finish_reason(done: dict[str, Any]) -> str:
+    """OpenAI's finish_reason from a turn's done event: "length" when the llm ran out of
+    max_tokens (or context), "stop" otherwise (its end, a stop string, the grounding check)."""
+    return "length" if (done.get("usage") or {}).get("finish_reason") == "length" else "stop"
+
+
+def usage_of(done: dict[str, Any]) -> dict[str, Any]:
+    """``{"usage": ...}`` in OpenAI's shape from a turn's done event; empty when the answerer
+    reported no counts (a wrong number is worse than none)."""
+    counts = done.get("usage")
+    if not counts:
+        return {}
+    prompt, completion = counts["prompt_tokens"], counts["completion_tokens"]
+    return {"usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}}
 
 
 def _completion_inputs(body: CompletionsBody, settings: Settings) -> tuple[str, list[str], str]:

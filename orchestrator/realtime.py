@@ -400,7 +400,10 @@ class RealtimeSession:
                 await self.emit("response.output_audio_transcript.done", transcript=self.transcript, **ids)
             else:
                 await self.emit("response.output_text.done", text=self.transcript, **ids)
-            await self._finish("completed", None)
+            if (payload.get("usage") or {}).get("finish_reason") == "length":  # the answer ran out of tokens
+                await self._finish("incomplete", {"type": "incomplete", "reason": "max_output_tokens"})
+            else:
+                await self._finish("completed", None)
 
     async def _finish(self, status: str, details: dict[str, Any] | None) -> None:
         response, self.response = self.response, None
@@ -420,6 +423,7 @@ class RealtimeSession:
             "status": status,
             "status_details": details,
             "output": [item],
+            **realtime_usage(self.native_done),
             # Extra fields, ignored by clients that do not know them: the passages, and the native
             # `done` event (its timings, and for speech what speculation did).
             "citations": self.citations,
@@ -467,3 +471,13 @@ HANDLERS: dict[str, Callable[[RealtimeSession, dict[str, Any]], Awaitable[None]]
     "response.create": RealtimeSession.response_create,
     "response.cancel": RealtimeSession.response_cancel,
 }
+
+
+def realtime_usage(native_done: dict[str, Any] | None) -> dict[str, Any]:
+    """``{"usage": ...}`` of a Realtime response from the native done event's token counts
+    (text tokens: the audio is Piper's, not the model's); empty when none were reported."""
+    counts = (native_done or {}).get("usage")
+    if not counts:
+        return {}
+    prompt, completion = counts["prompt_tokens"], counts["completion_tokens"]
+    return {"usage": {"total_tokens": prompt + completion, "input_tokens": prompt, "output_tokens": completion}}

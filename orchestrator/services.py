@@ -18,6 +18,7 @@ from tritonclient.utils import InferenceServerException
 from rag_index import DocumentIndex, SearchHit
 from voicebot import contract as c
 from voicebot import wire
+from voicebot.engines.llm import Generation
 from voicebot.text import MAX_HISTORY, MAX_PASSAGE_CHARS, MAX_PASSAGES
 
 from .protocol import PCM_ENCODING
@@ -45,6 +46,11 @@ class Retriever(Protocol):
     async def retrieve(self, query: str, k: int, request_id: str) -> list[SearchHit]: ...
 
 
+def _first_int(result: Any, name: str) -> int:
+    value = result.as_numpy(name)
+    return int(value.reshape(-1)[0]) if value is not None and value.size else 0
+
+
 class Answerer(Protocol):
     def answer(
         self,
@@ -55,7 +61,10 @@ class Answerer(Protocol):
         request_id: str,
         cache_key: str | None = None,
         sampling: str | None = None,
-    ) -> AsyncIterator[TextDelta | AudioChunk]: ...
+    ) -> AsyncIterator[TextDelta | AudioChunk | Generation]:
+        """The answer's text and audio as they come; last, when the answerer reports them, its
+        token counts and finish reason."""
+        ...
 
     async def prefill(
         self, question: str, passages: Sequence[SearchHit], history: Sequence[str], request_id: str, cache_key: str
@@ -200,13 +209,14 @@ class TritonServices:
         request_id: str,
         cache_key: str | None = None,
         sampling: str | None = None,
-    ) -> AsyncIterator[TextDelta | AudioChunk]:
+    ) -> AsyncIterator[TextDelta | AudioChunk | Generation]:
         """Every answer, typed or spoken, through ``voice_answer`` (which builds the prompt);
         ``sampling`` is its ``sampling_parameters`` JSON (the prompt format's defaults otherwise)."""
         values = {**self._answer_inputs(question, passages, history, cache_key), c.SPEAK: speak}
         if sampling:
             values[c.SAMPLING_PARAMETERS] = sampling
         outputs = [c.TEXT_OUTPUT, c.AUDIO, c.SAMPLE_RATE] if speak else [c.TEXT_OUTPUT]
+        outputs += [c.FINISH_REASON, c.NUM_INPUT_TOKENS, c.NUM_OUTPUT_TOKENS]
         async for result in wire.stream(
             self.client,
             c.VOICE_ANSWER,
@@ -216,6 +226,14 @@ class TritonServices:
             self.first_response_timeout_s,
             self.stall_timeout_s,
         ):
+            reason = result.as_numpy(c.FINISH_REASON)
+            if reason is not None and reason.size:  # the answer's last response
+                yield Generation(
+                    _first_int(result, c.NUM_INPUT_TOKENS),
+                    _first_int(result, c.NUM_OUTPUT_TOKENS),
+                    reason.reshape(-1)[0].decode("utf-8", errors="replace"),
+                )
+                continue
             text = result.as_numpy(c.TEXT_OUTPUT)
             if text is not None:
                 joined = "".join(x.decode("utf-8", errors="replace") for x in text.reshape(-1))

@@ -38,7 +38,7 @@ from .protocol import (
     event,
     parse_client_event,
 )
-from .services import Answerer, AudioChunk, Retriever, ServiceError, SpeechToText
+from .services import Answerer, AudioChunk, Generation, Retriever, ServiceError, SpeechToText
 from .settings import Settings
 from .speculation import (
     Levels,
@@ -177,9 +177,16 @@ class TurnRunner:
                 answer = self.services.answerer.answer(
                     text, prompt_hits, list(history), speak, turn_id, cache_key, sampling
                 )
+                usage: dict[str, Any] | None = None
                 async for item in answer:
                     now = time.perf_counter()
-                    if isinstance(item, AudioChunk):
+                    if isinstance(item, Generation):
+                        usage = {
+                            "prompt_tokens": item.prompt_tokens,
+                            "completion_tokens": item.output_tokens,
+                            "finish_reason": item.finish_reason,
+                        }
+                    elif isinstance(item, AudioChunk):
                         if "tts_first_audio_ms" not in timings:
                             timings["tts_first_audio_ms"] = _ms(now - t_answer)
                             timings["first_audio_ms"] = _ms(now - began)
@@ -196,12 +203,12 @@ class TurnRunner:
                 timings["total_ms"] = _ms(time.perf_counter() - began)
                 for key in ("llm_first_token_ms", "tts_first_audio_ms", "first_audio_ms"):
                     timings.setdefault(key, -1)  # -1: that stage produced nothing (e.g. speak=false)
-                extra: dict[str, Any] = {}
+                extra: dict[str, Any] = {"usage": usage} if usage is not None else {}
                 if spoken is not None:
                     self.metrics.speculation.labels(outcome.value).inc()
                     if timings["first_audio_ms"] >= 0:
                         spoken.span("first_audio", began, began + timings["first_audio_ms"] / 1000)
-                    extra = {
+                    extra |= {
                         "speculation": outcome.value,
                         "prefilled_passages": prefilled,
                         "prefill_finished": finished,  # before the answer began

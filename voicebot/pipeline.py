@@ -30,6 +30,7 @@ from typing import Protocol
 import numpy as np
 
 from .contract import READING_PACE_CPS, SPEECH_PACE_CPS
+from .engines.llm import Generation
 from .sampling import SamplingParams
 from .text import (
     DEFAULT_PROMPT_FORMAT,
@@ -44,7 +45,8 @@ from .text import (
 
 class LlmStream(Protocol):
     """prompt, sampling parameters, request id → text deltas; ``cache_key`` and
-    ``prefill_only`` and ``pace_cps`` are the ``llm`` model's request parameters (voicebot/contract.py)."""
+    ``prefill_only`` and ``pace_cps`` are the ``llm`` model's request parameters (voicebot/contract.py);
+    ``generation``, when given, follows the stream's token counts and finish reason."""
 
     def __call__(
         self,
@@ -55,6 +57,7 @@ class LlmStream(Protocol):
         cache_key: str | None = None,
         prefill_only: bool = False,
         pace_cps: float | None = None,
+        generation: Generation | None = None,
     ) -> AsyncGenerator[str, None]: ...
 
 
@@ -73,7 +76,9 @@ class AudioPiece:
     sample_rate: int
 
 
-Piece = TextPiece | AudioPiece
+# The last piece of a finished answer: the llm's counts, and why it ended ("stop" when the
+# grounding check ended it).
+Piece = TextPiece | AudioPiece | Generation
 _DONE = object()
 
 
@@ -118,16 +123,19 @@ class AnswerPipeline:
         request_id: str,
         cache_key: str | None = None,
     ) -> AsyncIterator[Piece]:
-        """Text pieces in order and, with ``speak``, audio pieces in order, interleaved as they come."""
+        """Text pieces in order and, with ``speak``, audio pieces in order, interleaved as they
+        come; then the :class:`Generation` of the answer."""
         prompt = self.prompt_format.render(question, passages, history)  # the only place a prompt is built
         check = GroundingCheck(question, passages) if self._grounding else None
         # The engine schedules by how fast the answer is consumed: spoken, or read.
         pace = SPEECH_PACE_CPS if speak else READING_PACE_CPS
-        answer = self._checked_clauses(prompt, params, f"{request_id}-llm", check, cache_key, pace)
+        generation = Generation()
+        answer = self._checked_clauses(prompt, params, f"{request_id}-llm", check, cache_key, pace, generation)
         if not speak:
             async with contextlib.aclosing(answer) as clauses:
                 async for text, _ in clauses:
                     yield TextPiece(text)
+            yield replace(generation, finish_reason=generation.finish_reason or "stop")
             return
         out: asyncio.Queue[object] = asyncio.Queue()
         to_speak: asyncio.Queue[str | None] = asyncio.Queue()
@@ -163,6 +171,7 @@ class AnswerPipeline:
                             raise task.exception()  # type: ignore[misc]
                     continue
                 yield item  # type: ignore[misc]
+            yield replace(generation, finish_reason=generation.finish_reason or "stop")
         finally:
             for task in tasks:
                 task.cancel()
@@ -187,10 +196,16 @@ class AnswerPipeline:
         yield  # an async generator of no pieces
 
     async def _clauses(
-        self, prompt: str, params: SamplingParams, request_id: str, cache_key: str | None, pace_cps: float
+        self,
+        prompt: str,
+        params: SamplingParams,
+        request_id: str,
+        cache_key: str | None,
+        pace_cps: float,
+        generation: Generation,
     ) -> AsyncGenerator[str, None]:
         splitter = ClauseSplitter(first_max_words=self._first_clause_words)
-        deltas = self._llm(prompt, params, request_id, cache_key=cache_key, pace_cps=pace_cps)
+        deltas = self._llm(prompt, params, request_id, cache_key=cache_key, pace_cps=pace_cps, generation=generation)
         async with contextlib.aclosing(deltas):
             async for delta in deltas:
                 for clause in splitter.feed(delta):
@@ -206,6 +221,7 @@ class AnswerPipeline:
         check: GroundingCheck | None,
         cache_key: str | None,
         pace_cps: float,
+        generation: Generation,
     ) -> AsyncGenerator[tuple[str, str], None]:
         """(text to show, clause to speak) for each clause of the answer, in order, once it is
         complete and grounded. A first clause that states a number or name no passage holds is
@@ -214,7 +230,8 @@ class AnswerPipeline:
         stream, which cancels the generation."""
         n = 0
         sentence_open = False
-        async with contextlib.aclosing(self._clauses(prompt, params, request_id, cache_key, pace_cps)) as clauses:
+        clauses_of = self._clauses(prompt, params, request_id, cache_key, pace_cps, generation)
+        async with contextlib.aclosing(clauses_of) as clauses:
             async for clause in clauses:
                 missing = check.ungrounded(clause) if check is not None else []
                 if missing:

@@ -119,6 +119,7 @@ def test_streamed_grounded_chat_answer_with_citations(client):
         model="voicebot",
         messages=[{"role": "user", "content": "What are file triggers in dpkg?"}],
         stream=True,
+        stream_options={"include_usage": True},
         max_tokens=48,
     )
     chunks = list(stream)
@@ -129,7 +130,11 @@ def test_streamed_grounded_chat_answer_with_citations(client):
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.strip()
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
-    assert finishes == ["stop"] and chunks[-1].choices[0].finish_reason == "stop"
+    assert len(finishes) == 1 and finishes[0] in ("stop", "length") and chunks[-2].choices[0].finish_reason
+    # include_usage: a last chunk with no choices and the llm's own counts.
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    assert usage.prompt_tokens > 100 and 1 <= usage.completion_tokens <= 48  # the passages are in the prompt
 
 
 def test_chat_follow_up_uses_earlier_questions_and_limits_apply(client):
@@ -146,6 +151,8 @@ def test_chat_follow_up_uses_earlier_questions_and_limits_apply(client):
     )
     assert reply.object == "chat.completion" and reply.choices[0].message.content
     assert reply.model_extra["citations"][0]["source"] == TRIGGERS_DOC.name
+    # The answer ran into max_completion_tokens: OpenAI's "length", and that many tokens.
+    assert reply.choices[0].finish_reason == "length" and reply.usage.completion_tokens == 6
     longer = client.chat.completions.create(
         model="voicebot", messages=[{"role": "user", "content": "And when are they activated?"}], max_tokens=40
     )
@@ -250,6 +257,8 @@ def test_realtime_answers_a_spoken_question_with_audio_and_its_transcript(client
     done = next(e for e in events if e.type == "response.output_audio_transcript.done")
     assert said.strip() and done.transcript == said
     assert events[-1].response.model_extra["citations"][0]["source"] == USERS_DOC.name
+    usage = events[-1].response.usage
+    assert usage.output_tokens >= 1 and usage.total_tokens == usage.input_tokens + usage.output_tokens
 
 
 def ask_in_text(connection, text: str) -> None:

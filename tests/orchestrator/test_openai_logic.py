@@ -13,10 +13,13 @@ from orchestrator.openai_api import (
     OpenAIError,
     _completion_inputs,
     error_type,
+    finish_reason,
     is_openai_path,
     resolve_model,
     subtitles,
+    usage_of,
 )
+from orchestrator.realtime import realtime_usage
 from orchestrator.settings import Settings
 
 RATE = 22050
@@ -105,6 +108,17 @@ def test_what_the_pipeline_cannot_honour_is_refused(fields, param):
     with pytest.raises(OpenAIError) as exc:
         _completion_inputs(body, settings())
     assert exc.value.status_code == 400 and exc.value.param == param
+
+
+def test_usage_and_finish_reason_come_from_the_done_events_counts():
+    done = {"type": "done", "usage": {"prompt_tokens": 412, "completion_tokens": 37, "finish_reason": "length"}}
+    assert usage_of(done) == {"usage": {"prompt_tokens": 412, "completion_tokens": 37, "total_tokens": 449}}
+    assert finish_reason(done) == "length"
+    assert realtime_usage(done) == {"usage": {"total_tokens": 449, "input_tokens": 412, "output_tokens": 37}}
+    stopped = {"usage": {**done["usage"], "finish_reason": "stop"}}
+    assert finish_reason(stopped) == "stop"
+    # No counts reported: no usage at all rather than a made-up one, and "stop".
+    assert usage_of({"type": "done"}) == {} == realtime_usage({}) and finish_reason({}) == "stop"
 
 
 def test_history_follows_the_configured_number_of_turns():

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from orchestrator.metrics import Metrics
-from orchestrator.services import AudioChunk, ServiceError, TextDelta
+from orchestrator.services import AudioChunk, Generation, ServiceError, TextDelta
 from orchestrator.session import Services, TurnRunner, VoiceSession
 from orchestrator.settings import Settings
 from rag_index.store import SearchHit
@@ -34,8 +34,9 @@ class FakeRetriever:
 
 
 class FakeAnswerer:
-    def __init__(self, tokens=5, delay=0.0, prefill_delay=0.0):
+    def __init__(self, tokens=5, delay=0.0, prefill_delay=0.0, finish=None):
         self.tokens, self.delay, self.histories, self.passages = tokens, delay, [], []
+        self.finish = finish  # a finish reason: then a Generation ends the answer, as voice_answer's
         self.prefill_delay = prefill_delay
         self.prefills, self.cache_keys = [], []
 
@@ -52,6 +53,8 @@ class FakeAnswerer:
             yield TextDelta(f" t{i}")
             if speak and i == 1:
                 yield AudioChunk(b"\x01\x00" * 100, 22050)
+        if self.finish is not None:
+            yield Generation(len(question.split()), self.tokens, self.finish)
 
 
 class Client:
@@ -149,6 +152,22 @@ def test_start_while_answering_is_barge_in():
     client, session = asyncio.run(scenario())
     assert "cancelled" in client.types() and session.recording is not None
     assert client.types()[client.types().index("cancelled") + 1 :] == []
+
+
+@pytest.mark.parametrize("reason", [None, "length"])
+def test_done_carries_the_answers_token_counts_when_the_answerer_reports_them(reason):
+    async def scenario():
+        session, client, _ = make(answerer=FakeAnswerer(tokens=3, finish=reason))
+        await session.on_text(json.dumps({"type": "text", "text": "how long does it take", "speak": False}))
+        await finish(session)
+        return client
+
+    done = asyncio.run(scenario()).events[-1]
+    assert done["type"] == "done"
+    if reason is None:
+        assert "usage" not in done
+    else:
+        assert done["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "finish_reason": "length"}
 
 
 def test_history_is_bounded_and_used_for_follow_ups():

@@ -8,6 +8,7 @@ import contextlib
 import numpy as np
 import pytest
 
+from voicebot.engines.llm import Generation
 from voicebot.pipeline import AnswerPipeline, AudioPiece, Grounding, TextPiece
 from voicebot.text import ANSWER_DEFAULTS, NO_ANSWER, Passage
 
@@ -17,8 +18,10 @@ PASSAGES = [Passage("Lamp", "The lamp charges in three hours.")]
 class FakeLlm:
     """Yields the given deltas one per ``step`` seconds; records what it saw and how it ended."""
 
-    def __init__(self, deltas: list[str], step: float = 0.0, fail_after: int | None = None) -> None:
-        self.deltas, self.step, self.fail_after = deltas, step, fail_after
+    def __init__(
+        self, deltas: list[str], step: float = 0.0, fail_after: int | None = None, finish: str = "stop"
+    ) -> None:
+        self.deltas, self.step, self.fail_after, self.finish = deltas, step, fail_after, finish
         self.prompts: list[str] = []
         self.paces: list[float | None] = []
         self.yielded = 0
@@ -26,16 +29,22 @@ class FakeLlm:
         self.closed = asyncio.Event()
         self.cancelled = False
 
-    async def __call__(self, prompt, params, request_id, cache_key=None, prefill_only=False, pace_cps=None):
+    async def __call__(
+        self, prompt, params, request_id, cache_key=None, prefill_only=False, pace_cps=None, generation=None
+    ):
         self.prompts.append(prompt)
         self.paces.append(pace_cps)
+        generation = generation if generation is not None else Generation()
+        generation.prompt_tokens = len(prompt.split())  # a word a token
         try:
             for n, delta in enumerate(self.deltas):
                 if self.fail_after is not None and n == self.fail_after:
                     raise RuntimeError("generation broke")
                 await asyncio.sleep(self.step)
                 self.yielded += 1
+                generation.output_tokens += 1
                 yield delta
+            generation.finish_reason = self.finish
             self.finished_at = asyncio.get_running_loop().time()
         except asyncio.CancelledError:
             self.cancelled = True
@@ -105,7 +114,16 @@ def test_the_prompt_is_built_here_with_the_passages_and_the_question():
 def test_text_only_answers_never_call_speech():
     tts = FakeTts()
     pieces = collect(AnswerPipeline(FakeLlm(ANSWER), tts), speak=False)
-    assert all(isinstance(p, TextPiece) for p in pieces) and not tts.clauses
+    assert all(isinstance(p, TextPiece) for p in pieces[:-1]) and not tts.clauses
+
+
+@pytest.mark.parametrize("speak", [True, False])
+@pytest.mark.parametrize("finish", ["stop", "length"])
+def test_the_last_piece_is_the_llms_counts_and_finish_reason(speak, finish):
+    llm = FakeLlm(ANSWER, finish=finish)
+    pieces = collect(AnswerPipeline(llm, FakeTts()), speak=speak)
+    assert [p for p in pieces if isinstance(p, Generation)] == [pieces[-1]]
+    assert pieces[-1] == Generation(len(llm.prompts[0].split()), len(ANSWER), finish)
 
 
 def test_the_first_clause_is_spoken_before_generation_ends():
@@ -192,6 +210,8 @@ def test_a_first_clause_with_an_invented_number_becomes_no_answer_and_stops_gene
     assert [c for c, _ in tts.clauses] == [NO_ANSWER]
     assert verdicts == [(Grounding.ABSTAINED, ["4410"])]
     assert llm.closed.is_set() and llm.yielded < 10  # closed early: the real stream cancels its call
+    # The check ended it: a "stop", with the tokens the llm had given by then.
+    assert pieces[-1] == Generation(len(llm.prompts[0].split()), llm.yielded, "stop")
 
 
 def test_a_later_invented_name_ends_the_answer_before_that_clause():

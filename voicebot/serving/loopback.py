@@ -31,6 +31,7 @@ import numpy as np
 from .. import contract as c
 from .. import wire
 from ..access import env_token
+from ..engines.llm import Generation
 from ..sampling import SamplingParams
 
 LOOPBACK_ENV = "VOICEBOT_LOOPBACK_GRPC"
@@ -43,6 +44,19 @@ T = TypeVar("T")
 
 def loopback_url() -> str:
     return os.environ.get(LOOPBACK_ENV) or DEFAULT_URL
+
+
+def count_generation(result: Any, generation: Generation) -> None:
+    """Add one ``llm`` response's additional outputs (vllm_backend's) to ``generation``."""
+    prompt, new, reason = (result.as_numpy(n) for n in (c.NUM_INPUT_TOKENS, c.NUM_OUTPUT_TOKENS, c.FINISH_REASON))
+    if prompt is not None and prompt.size:
+        generation.prompt_tokens = int(prompt.reshape(-1)[0])
+    if new is not None:
+        generation.output_tokens += int(new.sum())
+    if reason is not None and reason.size:
+        value = reason.reshape(-1)[0].decode("utf-8", errors="replace")
+        if value != c.UNFINISHED:
+            generation.finish_reason = value
 
 
 class Loopback:
@@ -68,7 +82,10 @@ class Loopback:
         cache_key: str | None = None,
         prefill_only: bool = False,
         pace_cps: float | None = None,
+        generation: Generation | None = None,
     ) -> AsyncGenerator[str, None]:
+        """``llm``'s text deltas; ``generation`` follows its counts and finish reason."""
+        generation = generation if generation is not None else Generation()
         options: dict[str, Any] = {}
         if cache_key:
             options[c.LLM_CACHE_KEY] = cache_key
@@ -81,11 +98,16 @@ class Loopback:
             c.STREAM: True,
             c.SAMPLING_PARAMETERS: params.to_json(),
             c.EXCLUDE_INPUT_IN_OUTPUT: True,
+            c.RETURN_FINISH_REASON: True,
+            c.RETURN_NUM_INPUT_TOKENS: True,
+            c.RETURN_NUM_OUTPUT_TOKENS: True,
         }
         bound = self.stall_timeout_s
-        responses = wire.stream(self._client, c.LLM, values, [c.TEXT_OUTPUT], request_id, bound, bound, options or None)
+        outputs = [c.TEXT_OUTPUT, c.FINISH_REASON, c.NUM_INPUT_TOKENS, c.NUM_OUTPUT_TOKENS]
+        responses = wire.stream(self._client, c.LLM, values, outputs, request_id, bound, bound, options or None)
         async with contextlib.aclosing(responses):  # closing this closes the call at once
             async for result in responses:
+                count_generation(result, generation)
                 text = result.as_numpy(c.TEXT_OUTPUT)
                 for item in [] if text is None else text.reshape(-1):
                     yield item.decode("utf-8", errors="replace")

@@ -11,6 +11,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from voicebot import contract as c
+from voicebot.engines.llm import Generation
 from voicebot.llms import UnknownModel, prompt_format_of
 from voicebot.pipeline import AnswerPipeline, Grounding, TextPiece
 from voicebot.sampling import parse_sampling_parameters
@@ -88,11 +89,23 @@ class TritonPythonModel:
             answer = self.pipeline.prefill(passages, history, request_id, cache_key)
         else:
             answer = self.pipeline.run(question, passages, history, params, speak, request_id, cache_key)
+        # The counts go out only to a client that asked for them (see the contract).
+        counts = bool(
+            {c.FINISH_REASON, c.NUM_INPUT_TOKENS, c.NUM_OUTPUT_TOKENS} & set(request.requested_output_names())
+        )
         first_audio = True
         try:
             for piece in self.loopback.iterate(answer, is_cancelled):
                 if isinstance(piece, TextPiece):
                     yield [bytes_tensor(c.TEXT_OUTPUT, [piece.text])]
+                    continue
+                if isinstance(piece, Generation):
+                    if counts:
+                        yield [
+                            bytes_tensor(c.FINISH_REASON, [piece.finish_reason or "stop"]),
+                            pb_utils.Tensor(c.NUM_INPUT_TOKENS, np.array([piece.prompt_tokens], dtype=np.uint32)),
+                            pb_utils.Tensor(c.NUM_OUTPUT_TOKENS, np.array([piece.output_tokens], dtype=np.uint32)),
+                        ]
                     continue
                 if first_audio:
                     self.first_audio.observe(time.perf_counter() - began)
