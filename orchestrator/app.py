@@ -22,10 +22,10 @@ from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rag_index import DocumentIndex, UnsupportedDocument
+from rag_index import DocumentStore, UnsupportedDocument
 from rag_index.embedders import TritonEmbedder
 from rag_index.isolation import BoundedParser
-from rag_index.store import Parser
+from rag_index.store import Parser, open_store
 from voicebot.contract import ErrorCode
 
 from .guard import ApiError, BodyLimits, EdgeGuard, HostPolicy, bearer, error_body, same_origin, token_matches
@@ -119,7 +119,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         embedder = TritonEmbedder(settings.triton_http_url, api_token=settings.api_token)
-        index = await asyncio.to_thread(DocumentIndex, settings.index_dir, embedder, settings.index_gpu)
+        index = await asyncio.to_thread(open_store, settings.store_location, embedder, settings.index_gpu)
         triton = TritonServices(
             settings.triton_grpc_url,
             index,
@@ -231,17 +231,18 @@ def create_app(
     async def readyz(request: Request) -> JSONResponse:
         models = await request.app.state.triton.ready()
         metrics.set_model_readiness(models)
-        ready = all(models.values())
-        body = {
-            "ready": ready,
-            "models": models,
-            "index": {"open": True, "documents": request.app.state.index.document_count()},
-        }
+        store: dict[str, Any] = {"open": True}
+        try:
+            store["documents"] = await asyncio.to_thread(request.app.state.index.document_count)
+        except Exception as exc:  # a shared store that is down: this replica cannot answer from documents
+            store = {"open": False, "error": str(exc)[:300]}
+        ready = all(models.values()) and store["open"]
+        body = {"ready": ready, "models": models, "index": store}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", dependencies=auth)
     async def prometheus(request: Request) -> Response:
-        index: DocumentIndex = request.app.state.index
+        index: DocumentStore = request.app.state.index
         metrics.set_model_readiness(await request.app.state.triton.ready())
         metrics.index_documents.set(index.document_count())
         metrics.index_chunks.set(index.chunk_count())
@@ -249,7 +250,7 @@ def create_app(
 
     @app.get("/v1/documents", dependencies=auth)
     async def list_documents(request: Request) -> dict[str, Any]:
-        index: DocumentIndex = request.app.state.index
+        index: DocumentStore = request.app.state.index
         docs = await asyncio.to_thread(index.documents)
         return {
             "documents": [d.__dict__ for d in docs],
@@ -275,7 +276,7 @@ def create_app(
 
     @app.post("/v1/documents", dependencies=auth, status_code=status.HTTP_201_CREATED, openapi_extra=upload_schema)
     async def upload_document(request: Request, response: Response) -> dict[str, Any]:
-        index: DocumentIndex = request.app.state.index
+        index: DocumentStore = request.app.state.index
         filename, data = await _read_upload(request, settings)
         duplicate = await asyncio.to_thread(index.find_duplicate, data)
         if duplicate is not None:
@@ -317,7 +318,7 @@ def create_app(
 
     @app.delete("/v1/documents/{doc_id}", dependencies=auth, status_code=status.HTTP_204_NO_CONTENT)
     async def delete_document(request: Request, doc_id: str) -> Response:
-        index: DocumentIndex = request.app.state.index
+        index: DocumentStore = request.app.state.index
         if len(doc_id) > 64 or not await asyncio.to_thread(index.delete, doc_id):
             raise ApiError(status.HTTP_404_NOT_FOUND, ErrorCode.NOT_FOUND, f"no document with id {doc_id[:64]!r}")
         return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from rag_index import DocumentIndex, SearchHit
+from rag_index import DocumentStore, SearchHit
 from voicebot import contract as c
 from voicebot import wire
 from voicebot.engines.llm import Generation
@@ -103,7 +103,7 @@ class TritonServices:
     def __init__(
         self,
         grpc_url: str,
-        index: DocumentIndex,
+        index: DocumentStore,
         language: str = "en",
         stall_timeout_s: float = 30.0,
         first_response_timeout_s: float = 90.0,

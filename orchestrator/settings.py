@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     triton_grpc_url: str = "127.0.0.1:8001"
     triton_http_url: str = "127.0.0.1:8000"
     index_dir: Path = Field(default_factory=default_index_dir)
+    # Where the documents live when not in index_dir: a postgresql:// URL (pgvector), which every
+    # replica of a cluster names (rag_index/pgstore.py), or another directory.
+    store: str | None = None
     # FAISS on GPU 0 when faiss-gpu (the gpu extra) and a GPU are there; the CPU otherwise.
     index_gpu: bool = False
     webapp_dir: Path = Path(__file__).resolve().parents[1] / "webapp" / "dist"
@@ -94,6 +97,10 @@ class Settings(BaseSettings):
         if not value.isalpha() or len(value) > 3:
             raise ValueError("VOICEBOT_LANGUAGE must be an ISO code such as 'en'")
         return value.lower()
+
+    @property
+    def store_location(self) -> str | Path:
+        return self.store or self.index_dir
 
     @property
     def max_upload_bytes(self) -> int:

@@ -1,4 +1,5 @@
-"""The document index: parse, chunk, embed, and search with FAISS + SQLite.
+"""The document index: parse, chunk, embed, and search with FAISS + SQLite (one machine) or
+PostgreSQL + pgvector (a cluster).
 
 Names load on first use, so a child process that only parses (``rag_index.isolation``)
 starts without numpy or FAISS.
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .chunking import Chunk, chunk_sections
     from .documents import ParsedDocument, Section, UnsupportedDocument, parse_document
-    from .store import DocumentIndex, DocumentInfo, SearchHit, default_index_dir
+    from .store import DocumentIndex, DocumentInfo, DocumentStore, SearchHit, default_index_dir, open_store
 
 _WHERE = {
     "Chunk": ".chunking",
@@ -23,6 +24,8 @@ _WHERE = {
     "parse_document": ".documents",
     "DocumentIndex": ".store",
     "DocumentInfo": ".store",
+    "DocumentStore": ".store",
+    "open_store": ".store",
     "SearchHit": ".store",
     "default_index_dir": ".store",
 }
@@ -31,12 +34,14 @@ __all__ = [
     "Chunk",
     "DocumentIndex",
     "DocumentInfo",
+    "DocumentStore",
     "ParsedDocument",
     "SearchHit",
     "Section",
     "UnsupportedDocument",
     "chunk_sections",
     "default_index_dir",
+    "open_store",
     "parse_document",
 ]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from .documents import SUPPORTED, UnsupportedDocument
 from .embedders import make_embedder
 from .isolation import BoundedParser
-from .store import DocumentIndex, default_index_dir
+from .store import DocumentStore, default_store_location, describe_location, open_store
 
 
 def _files(paths: list[Path]) -> list[Path]:
@@ -27,7 +27,14 @@ def _files(paths: list[Path]) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rag-index", description=__doc__)
-    parser.add_argument("--index", type=Path, default=None, help=f"index directory (default {default_index_dir()})")
+    parser.add_argument(
+        "--store",
+        "--index",
+        dest="store",
+        default=None,
+        help="where the documents live: a directory (the embedded SQLite + FAISS index) or a "
+        f"postgresql:// URL (pgvector, shared by a cluster); default $VOICEBOT_STORE or {default_store_location()}",
+    )
     parser.add_argument(
         "--embedder",
         default="auto",
@@ -46,20 +53,22 @@ def main(argv: list[str] | None = None) -> int:
     search.add_argument("-k", type=int, default=3)
     search.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
-    index_dir = args.index or default_index_dir()
+    location = args.store or default_store_location()
 
     try:
         needs_embedder = args.command in ("ingest", "search")
         embedder = make_embedder(args.embedder, args.triton_url) if needs_embedder else None
         # Files from anywhere (downloads too) are parsed in a child with bounded time and memory.
-        index = DocumentIndex(index_dir, embedder, parse=BoundedParser())
+        index = open_store(location, embedder, parse=BoundedParser())
         if args.command == "ingest":
             return _ingest(index, _files(args.paths))
         if args.command == "list":
             docs = index.documents()
             for d in docs:
                 print(f"{d.id}  {d.chunks:4d} chunks  {d.words:6d} words  {d.source}  — {d.title}")
-            print(f"{len(docs)} documents, {index.chunk_count()} chunks in {index_dir}", file=sys.stderr)
+            print(
+                f"{len(docs)} documents, {index.chunk_count()} chunks in {describe_location(location)}", file=sys.stderr
+            )
             return 0
         if args.command == "delete":
             if index.delete(args.id):
@@ -79,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _ingest(index: DocumentIndex, files: list[Path]) -> int:
+def _ingest(index: DocumentStore, files: list[Path]) -> int:
     from tqdm import tqdm
 
     failures = 0

@@ -1,6 +1,10 @@
-"""A durable document index: SQLite holds documents, chunks and their vectors; FAISS searches.
+"""Document stores: what every backend shares (:class:`DocumentStore`: dedupe by content,
+chunking, embedding, hybrid search fused by reciprocal rank), the embedded default
+(:class:`DocumentIndex`: SQLite + FAISS, one machine) and :func:`open_store`, which picks the
+backend from a location (a directory, or a ``postgresql://`` URL for
+:class:`rag_index.pgstore.PgDocumentStore`, shared by any number of orchestrators).
 
-SQLite is the source of truth and changes only in transactions, so a crash or kill
+In the embedded store SQLite is the source of truth and changes only in transactions, so a crash or kill
 mid-ingest leaves either the whole document or none of it. The FAISS file is derived:
 it is written to a temporary file and renamed into place, tagged with the database's
 generation, and rebuilt from SQLite whenever the tags disagree (a kill between the
@@ -9,6 +13,7 @@ commit and the save, or another process that changed the index).
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import fcntl
 import hashlib
@@ -28,7 +33,7 @@ import numpy as np
 from voicebot.contract import EMBEDDING_DIM
 from voicebot.text import STOPWORDS, iter_words
 
-from .chunking import chunk_sections
+from .chunking import Chunk, chunk_sections
 from .documents import ParsedDocument, parse_document
 
 Parser = Callable[[str, bytes], ParsedDocument]
@@ -111,6 +116,11 @@ def _no_gpu_reason(faiss: Any) -> str:
     return "no GPU is visible"
 
 
+def default_store_location() -> str | Path:
+    """``$VOICEBOT_STORE`` (a directory or a ``postgresql://`` URL), else :func:`default_index_dir`."""
+    return os.environ.get("VOICEBOT_STORE") or default_index_dir()
+
+
 def default_index_dir() -> Path:
     """``$VOICEBOT_INDEX_DIR``, else ``~/.local/share/voicebot/index`` (shared by the CLI and the server)."""
     env = os.environ.get("VOICEBOT_INDEX_DIR")
@@ -124,11 +134,19 @@ def safe_source_name(filename: str) -> str:
     return name[:200] or "document"
 
 
+MAX_QUERY_WORDS = 32  # a lexical query is an OR of at most this many content words
+
+
+def query_words(text: str) -> list[str]:
+    """The question's content words, each once, in order: the terms of a lexical query."""
+    words = dict.fromkeys(w.strip("'") for w in iter_words(text) if w not in STOPWORDS)
+    return [w for w in words if w][:MAX_QUERY_WORDS]
+
+
 def fts_query(text: str) -> str:
     """An FTS5 query that matches any of the question's content words (each quoted, so no
     word is read as FTS syntax)."""
-    words = dict.fromkeys(w.strip("'") for w in iter_words(text) if w not in STOPWORDS)
-    return " OR ".join(f'"{w}"' for w in words if w)
+    return " OR ".join(f'"{w}"' for w in query_words(text))
 
 
 def lexical_ranking(db: sqlite3.Connection, text: str, depth: int) -> list[int]:
@@ -144,8 +162,172 @@ def lexical_ranking(db: sqlite3.Connection, text: str, depth: int) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
-class DocumentIndex:
-    """Add, delete, list and search documents. Thread-safe; several processes may share it."""
+def fuse(rankings: list[list[int]], k: int) -> list[int]:
+    """The ``k`` best chunk ids by reciprocal rank fusion of ``rankings`` (each best first)."""
+    fused: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, chunk_id in enumerate(ranking):
+            fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
+    return sorted(fused, key=lambda i: (-fused[i], i))[:k]
+
+
+@dataclass(frozen=True)
+class NewDocument:
+    """One parsed, chunked and embedded file, ready for a backend to write in one transaction."""
+
+    digest: str
+    title: str
+    source: str
+    words: int
+    chunks: list[Chunk]
+    vectors: np.ndarray
+
+
+class DocumentStore(abc.ABC):
+    """Add, delete, list and search documents; the same API over every backend. Thread-safe.
+
+    A backend writes a :class:`NewDocument` in one transaction (the same content twice is one
+    document, also when two writers race), and gives a dense and a lexical ranking."""
+
+    embedder: Embedder | None
+    parse: Parser
+
+    # ------------------------------------------------------------------ a backend's part
+
+    @abc.abstractmethod
+    def documents(self, doc_id: str | None = None) -> list[DocumentInfo]:
+        """All documents, oldest first (or the one with ``doc_id``)."""
+
+    @abc.abstractmethod
+    def document_count(self) -> int: ...
+
+    @abc.abstractmethod
+    def chunk_count(self) -> int: ...
+
+    @abc.abstractmethod
+    def index_kind(self) -> str:
+        """``hnsw`` or ``flat`` (exact): how dense search runs right now."""
+
+    @abc.abstractmethod
+    def delete(self, doc_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    @abc.abstractmethod
+    def ping(self) -> None:
+        """Raise when the store cannot serve (readiness)."""
+
+    @abc.abstractmethod
+    def _by_digest(self, digest: str) -> DocumentInfo | None: ...
+
+    @abc.abstractmethod
+    def _insert(self, doc: NewDocument) -> tuple[DocumentInfo, bool]:
+        """Write ``doc`` in one transaction; the existing document when its content is already in."""
+
+    @abc.abstractmethod
+    def _rankings(self, vector: np.ndarray, text: str | None, depth: int) -> list[list[int]]:
+        """Chunk ids best first: the dense ranking, and the lexical one when ``text`` is given."""
+
+    @abc.abstractmethod
+    def _hits(self, chunk_ids: list[int], vector: np.ndarray) -> list[SearchHit]:
+        """The chunks in the order given, scored by cosine similarity to ``vector``."""
+
+    # ------------------------------------------------------------------ shared
+
+    def document(self, doc_id: str) -> DocumentInfo | None:
+        found = self.documents(doc_id)
+        return found[0] if found else None
+
+    def find_duplicate(self, data: bytes) -> DocumentInfo | None:
+        """The document already indexed with exactly this content, if any."""
+        return self._by_digest(hashlib.sha256(data).hexdigest())
+
+    def search(
+        self, query: str | np.ndarray, k: int = 3, text: str | None = None, lexical: bool = True
+    ) -> list[SearchHit]:
+        """The ``k`` best chunks for a question: dense and lexical rankings fused by reciprocal
+        rank. ``query`` is the question or its embedding; with an embedding, ``text`` is the
+        question for the lexical side. ``score`` is the cosine similarity."""
+        if isinstance(query, str):
+            text = query if text is None else text
+            vector = self._embed([query])[0]
+        else:
+            vector = np.asarray(query, dtype=np.float32).reshape(EMBEDDING_DIM)
+        depth = max(CANDIDATES, 4 * k)
+        rankings = self._rankings(vector, text if lexical and text else None, depth)
+        return self._hits(fuse(rankings, k), vector)
+
+    def add(
+        self,
+        filename: str,
+        data: bytes,
+        progress: Callable[[int, int], None] | None = None,
+        parsed: ParsedDocument | None = None,
+    ) -> tuple[DocumentInfo, bool]:
+        """Ingest one file; returns ``(document, created)``. The same content twice is one document.
+
+        ``parsed``: the file already parsed (the server parses outside its ingest lock)."""
+        digest = hashlib.sha256(data).hexdigest()
+        existing = self._by_digest(digest)
+        if existing is not None:
+            return existing, False
+        if parsed is None:
+            parsed = self.parse(filename, data)
+        chunks = chunk_sections(parsed.sections)
+        parts = [np.zeros((0, EMBEDDING_DIM), np.float32)]
+        for start in range(0, len(chunks), EMBED_BATCH):
+            parts.append(self._embed([c.text for c in chunks[start : start + EMBED_BATCH]]))
+            if progress is not None:
+                progress(min(start + EMBED_BATCH, len(chunks)), len(chunks))
+        doc = NewDocument(
+            digest, parsed.title[:300], safe_source_name(filename), parsed.word_count, chunks, np.concatenate(parts)
+        )
+        return self._insert(doc)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        if self.embedder is None:
+            raise RuntimeError("this index was opened without an embedder")
+        vectors = np.asarray(self.embedder.embed(texts), dtype=np.float32)
+        if vectors.shape != (len(texts), EMBEDDING_DIM):
+            raise RuntimeError(f"embedder returned shape {vectors.shape}, expected ({len(texts)}, {EMBEDDING_DIM})")
+        return vectors
+
+
+def is_database_url(location: str | Path) -> bool:
+    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+
+
+def open_store(
+    location: str | Path,
+    embedder: Embedder | None = None,
+    use_gpu: bool = False,
+    parse: Parser = parse_document,
+) -> DocumentStore:
+    """The store at ``location``: a ``postgresql://`` URL (pgvector, shared by every
+    orchestrator that names it) or a directory (the embedded SQLite + FAISS index)."""
+    if is_database_url(location):
+        from .pgstore import PgDocumentStore
+
+        return PgDocumentStore(str(location), embedder, parse=parse)
+    return DocumentIndex(Path(location), embedder, use_gpu=use_gpu, parse=parse)
+
+
+def describe_location(location: str | Path) -> str:
+    """``location`` fit for a log line or an error: a database URL without its password."""
+    if not is_database_url(location):
+        return str(location)
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(str(location))
+    if parts.password is None:
+        return str(location)
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class DocumentIndex(DocumentStore):
+    """The embedded store: SQLite + FAISS in one directory. Several processes may share it."""
 
     def __init__(
         self, path: Path, embedder: Embedder | None = None, use_gpu: bool = False, parse: Parser = parse_document
@@ -184,10 +366,6 @@ class DocumentIndex:
         ).fetchall()
         return [DocumentInfo(*row) for row in rows]
 
-    def document(self, doc_id: str) -> DocumentInfo | None:
-        found = self.documents(doc_id)
-        return found[0] if found else None
-
     def document_count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM documents").fetchone()[0])
 
@@ -203,32 +381,17 @@ class DocumentIndex:
     def chunk_count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
 
-    def search(
-        self, query: str | np.ndarray, k: int = 3, text: str | None = None, lexical: bool = True
-    ) -> list[SearchHit]:
-        """The ``k`` best chunks for a question: dense (FAISS) and lexical (FTS5 BM25) rankings,
-        fused by reciprocal rank. ``query`` is the question or its embedding; with an embedding,
-        ``text`` is the question for the lexical side. ``score`` is the cosine similarity."""
-        if isinstance(query, str):
-            text = query if text is None else text
-            vector = self._embed([query])[0]
-        else:
-            vector = np.asarray(query, dtype=np.float32)
-        vector = vector.reshape(1, EMBEDDING_DIM)
+    def ping(self) -> None:
+        self._db.execute("SELECT 1").fetchone()
+
+    def _rankings(self, vector: np.ndarray, text: str | None, depth: int) -> list[list[int]]:
         with self._lock:
             self._refresh()
             if self._faiss is None or self._faiss.ntotal == 0:
                 return []
-            depth = min(max(CANDIDATES, 4 * k), self._faiss.ntotal)
-            _, ids = self._faiss.search(vector, depth)
+            _, ids = self._faiss.search(vector.reshape(1, EMBEDDING_DIM), min(depth, self._faiss.ntotal))
             dense = [int(i) for i in ids[0] if i >= 0]
-            words = lexical_ranking(self._db, text, depth) if lexical and text else []
-        fused: dict[int, float] = {}
-        for ranking in (dense, words):
-            for rank, chunk_id in enumerate(ranking):
-                fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
-        best = sorted(fused, key=lambda i: (-fused[i], i))[:k]
-        return self._hits(best, vector[0])
+            return [dense, lexical_ranking(self._db, text, depth) if text else []]
 
     def _hits(self, chunk_ids: list[int], vector: np.ndarray) -> list[SearchHit]:
         hits = []
@@ -246,41 +409,13 @@ class DocumentIndex:
 
     # ------------------------------------------------------------------ writing
 
-    def find_duplicate(self, data: bytes) -> DocumentInfo | None:
-        """The document already indexed with exactly this content, if any."""
-        return self._by_digest(hashlib.sha256(data).hexdigest())
-
     def _by_digest(self, digest: str) -> DocumentInfo | None:
         existing = self._db.execute("SELECT id FROM documents WHERE content_hash = ?", (digest,)).fetchone()
         return None if existing is None else self.document(existing[0])
 
-    def add(
-        self,
-        filename: str,
-        data: bytes,
-        progress: Callable[[int, int], None] | None = None,
-        parsed: ParsedDocument | None = None,
-    ) -> tuple[DocumentInfo, bool]:
-        """Ingest one file; returns ``(document, created)``. The same content twice is one document.
-
-        ``parsed``: the file already parsed (the server parses outside its ingest lock)."""
-        digest = hashlib.sha256(data).hexdigest()
-        existing = self._by_digest(digest)
-        if existing is not None:
-            return existing, False
-        if parsed is None:
-            parsed = self.parse(filename, data)
-        chunks = chunk_sections(parsed.sections)
-        vectors = np.zeros((0, EMBEDDING_DIM), np.float32)
-        parts = []
-        for start in range(0, len(chunks), EMBED_BATCH):
-            parts.append(self._embed([c.text for c in chunks[start : start + EMBED_BATCH]]))
-            if progress is not None:
-                progress(min(start + EMBED_BATCH, len(chunks)), len(chunks))
-        if parts:
-            vectors = np.concatenate(parts)
+    def _insert(self, doc: NewDocument) -> tuple[DocumentInfo, bool]:
         doc_id = uuid.uuid4().hex[:12]
-        source = safe_source_name(filename)
+        digest, chunks, vectors = doc.digest, doc.chunks, doc.vectors
         with self._write() as db:
             if db.execute("SELECT 1 FROM documents WHERE content_hash = ?", (digest,)).fetchone():
                 # Another writer added it while we were embedding.
@@ -290,7 +425,7 @@ class DocumentIndex:
                 return info, False
             db.execute(
                 "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?)",
-                (doc_id, parsed.title[:300], source, digest, parsed.word_count, time.time()),
+                (doc_id, doc.title, doc.source, digest, doc.words, time.time()),
             )
             ids = []
             for chunk, vector in zip(chunks, vectors, strict=True):
@@ -341,14 +476,6 @@ class DocumentIndex:
                     "SELECT c.id, d.title, c.heading, c.text FROM chunks c JOIN documents d ON d.id = c.document_id"
                 )
                 db.execute("INSERT INTO state VALUES ('fts', 1)")
-
-    def _embed(self, texts: list[str]) -> np.ndarray:
-        if self.embedder is None:
-            raise RuntimeError("this index was opened without an embedder")
-        vectors = np.asarray(self.embedder.embed(texts), dtype=np.float32)
-        if vectors.shape != (len(texts), EMBEDDING_DIM):
-            raise RuntimeError(f"embedder returned shape {vectors.shape}, expected ({len(texts)}, {EMBEDDING_DIM})")
-        return vectors
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from rag_index import store as store_module
-from rag_index.store import DocumentIndex
+from rag_index.pgstore import PgDocumentStore, StoreUnavailable
+from rag_index.store import DocumentIndex, describe_location, open_store
 from voicebot.contract import EMBEDDING_DIM
 
 
@@ -27,11 +28,25 @@ class BagOfWordsEmbedder:
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_index(request, tmp_path):
+    """Opens the same store each time it is called (as several processes or replicas do):
+    the embedded SQLite + FAISS index, and PostgreSQL + pgvector on a real server."""
+    location = request.getfixturevalue("postgres_url") if request.param == "postgresql" else tmp_path / "idx"
+    opened = []
+
+    def make(embedder=None):
+        opened.append(open_store(location, embedder or BagOfWordsEmbedder()))
+        return opened[-1]
+
+    yield make
+    for idx in opened:
+        idx.close()
+
+
 @pytest.fixture
-def index(tmp_path):
-    idx = DocumentIndex(tmp_path / "idx", BagOfWordsEmbedder())
-    yield idx
-    idx.close()
+def index(open_index):
+    return open_index()
 
 
 def test_add_search_list_delete(index):
@@ -68,9 +83,8 @@ def test_faiss_file_is_rebuilt_when_stale_or_missing(tmp_path):
     assert again.search("alpha beta", k=1)[0].document_id == doc.id
 
 
-def test_a_second_process_sees_changes(tmp_path):
-    one = DocumentIndex(tmp_path / "idx", BagOfWordsEmbedder())
-    two = DocumentIndex(tmp_path / "idx", BagOfWordsEmbedder())
+def test_a_second_process_sees_changes(open_index):
+    one, two = open_index(), open_index()
     doc, _ = two.add("a.txt", b"lighthouse keeper storm")
     assert one.search("lighthouse storm", k=1)[0].document_id == doc.id
     one.add("b.txt", b"garden tomato soil")
@@ -181,8 +195,8 @@ class BlindEmbedder:
         return out
 
 
-def test_lexical_ranking_finds_exact_terms_that_dense_search_misses(tmp_path):
-    idx = DocumentIndex(tmp_path / "idx", BlindEmbedder())
+def test_lexical_ranking_finds_exact_terms_that_dense_search_misses(open_index):
+    idx = open_index(BlindEmbedder())
     filler = [
         idx.add(f"f{n}.txt", f"General notes number {n} about nothing in particular.".encode())[0] for n in range(8)
     ]
@@ -194,12 +208,12 @@ def test_lexical_ranking_finds_exact_terms_that_dense_search_misses(tmp_path):
         f.id for f in filler
     }
     assert hits[0].score == 0.0  # score stays the cosine similarity, whichever ranking found the chunk
-    # Section titles are searchable too (BM25 over title, heading and text).
+    # Section titles are searchable too (title and heading weigh more than the text).
     assert idx.search("printers", k=1)[0].document_id == target.id
-    idx.delete(target.id)  # the FTS rows go with the chunks (trigger, same transaction)
+    idx.delete(target.id)  # the lexical rows go with the chunks, in the same transaction
     assert target.id not in {h.document_id for h in idx.search("VLAN printers gateway", k=3)}
-    assert idx._db.execute("SELECT COUNT(*) FROM chunks_fts").fetchone()[0] == idx.chunk_count()
-    idx.close()
+    if isinstance(idx, DocumentIndex):
+        assert idx._db.execute("SELECT COUNT(*) FROM chunks_fts").fetchone()[0] == idx.chunk_count()
 
 
 def test_fts_query_quotes_every_word_and_drops_stopwords():
@@ -218,3 +232,93 @@ def test_an_index_from_before_lexical_search_is_filled_once(tmp_path):
     assert reopened._db.execute("SELECT COUNT(*) FROM chunks_fts").fetchone()[0] == reopened.chunk_count()
     assert store_module.lexical_ranking(reopened._db, "lighthouse storm", 5)
     reopened.close()
+
+
+def test_two_replicas_ingesting_and_deleting_at_once_lose_nothing(open_index):
+    """Two orchestrators on one store, each in its own thread: every document one adds is
+    there for both; the ones it deletes are gone for both; the same file from both is one."""
+    import threading
+
+    one, two = open_index(), open_index()
+    shared = b"Both replicas were given this manual about the boiler pressure."
+    kept: dict[str, list[str]] = {"one": [], "two": []}
+    failures: list[BaseException] = []
+
+    def work(idx, name):
+        try:
+            for n in range(12):
+                doc, _ = idx.add(f"{name}{n}.txt", f"{name} note {n} on subject{n} for {name}".encode())
+                if n % 3 == 0:
+                    assert idx.delete(doc.id)
+                else:
+                    kept[name].append(doc.id)
+                idx.add("shared.txt", shared)
+        except BaseException as exc:  # surfaced below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(idx, name)) for idx, name in ((one, "one"), (two, "two"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not failures, failures
+    expected = set(kept["one"]) | set(kept["two"])
+    for idx in (one, two):
+        ids = {d.id for d in idx.documents()}
+        assert ids - expected == {idx.find_duplicate(shared).id}  # the shared file, once
+        assert expected <= ids and idx.document_count() == len(expected) + 1
+    assert one.search("two note 5 subject5", k=1)[0].document_id in kept["two"]
+
+
+def test_open_store_picks_the_backend_from_the_location(tmp_path, postgres_url):
+    assert isinstance(open_store(tmp_path / "idx"), DocumentIndex)
+    pg = open_store(postgres_url)
+    assert isinstance(pg, PgDocumentStore) and pg.document_count() == 0 and pg.index_kind() == "hnsw"
+    pg.close()
+
+
+def test_a_database_that_is_not_there_is_a_clear_error(tmp_path):
+    with pytest.raises(StoreUnavailable, match=r"cannot connect to the document store postgresql://u:\*\*\*@"):
+        PgDocumentStore(f"postgresql://u:secret@/db?host={tmp_path}")
+    assert describe_location("postgresql://u:secret@db:5432/x") == "postgresql://u:***@db:5432/x"
+    assert describe_location(tmp_path) == str(tmp_path)
+
+
+def test_the_postgresql_store_reconnects_after_its_connection_is_cut(postgres_url):
+    import psycopg
+
+    idx = PgDocumentStore(postgres_url, BagOfWordsEmbedder())
+    doc, _ = idx.add("a.txt", b"lighthouse keeper storm")
+    pid = idx._conn.info.backend_pid
+    with psycopg.connect(postgres_url, autocommit=True) as admin:  # as a database restart or failover would
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    assert idx.search("lighthouse storm", k=1)[0].document_id == doc.id
+    assert idx._conn.info.backend_pid != pid
+    idx.close()
+
+
+def test_postgresql_dedupes_a_race_it_lost_and_writes_each_document_in_one_transaction(postgres_url):
+    one, two = PgDocumentStore(postgres_url, BagOfWordsEmbedder()), PgDocumentStore(postgres_url, BagOfWordsEmbedder())
+    data = b"The same file, embedded by two replicas at once."
+    real, calls = one._by_digest, []
+
+    def looked_before_two_wrote(digest):  # so both embed it, and one's insert is the second
+        calls.append(digest)
+        return None if len(calls) == 1 else real(digest)
+
+    one._by_digest = looked_before_two_wrote
+    first, created_two = two.add("a.txt", data)
+    second, created_one = one.add("b.txt", data)
+    assert len(calls) == 2  # the insert lost, and one looked again
+    assert created_two and not created_one and first.id == second.id and one.document_count() == 1
+
+    class BrokenAfterSome:
+        def embed(self, texts):
+            return BagOfWordsEmbedder().embed(texts)[:-1]  # a wrong shape: nothing is written
+
+    one.embedder = BrokenAfterSome()
+    with pytest.raises(RuntimeError):
+        one.add("c.txt", b"one two three")
+    assert one.document_count() == 1 and one.chunk_count() == first.chunks
+    one.close()
+    two.close()
