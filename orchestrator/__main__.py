@@ -24,7 +24,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
 
-    import uvicorn
     from pydantic import ValidationError
 
     from voicebot.serving.config import ConfigError
@@ -33,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     from voicebot.serving.supervisor import Supervisor
 
     from .app import create_app
-    from .server import uvicorn_config
+    from .server import DrainingServer, uvicorn_config
     from .settings import Settings
 
     logs.configure(args.log_level)
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             # Restarts the server if it or a model process dies; the orchestrator reconnects by itself.
             watcher = Supervisor(server).start_thread(stop_watching)
         print(f"[orchestrator] http://{settings.host}:{settings.port}/  (WebSocket /v1/voice)", file=sys.stderr)
-        uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
+        DrainingServer(uvicorn_config(create_app(settings), settings)).run()
     except (LaunchError, ConfigError) as exc:
         print(f"[triton] error: {exc}", file=sys.stderr)
         return 1

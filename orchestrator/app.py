@@ -28,6 +28,7 @@ from rag_index.isolation import BoundedParser
 from rag_index.store import Parser, open_store
 from voicebot.contract import ErrorCode
 
+from .drain import DRAIN_REASON, WS_SERVICE_RESTART, Drain
 from .guard import ApiError, BodyLimits, EdgeGuard, HostPolicy, bearer, error_body, same_origin, token_matches
 from .metrics import Metrics
 from .openai_api import (
@@ -50,6 +51,7 @@ log = logging.getLogger("voicebot.app")
 WS_UNAUTHORIZED = 4401
 WS_FORBIDDEN_ORIGIN = 4403
 WS_TRY_AGAIN_LATER = 1013
+DRAINING = "this server is shutting down; send the request again (another replica answers it)"
 CHAT_BODY_BYTES = 256 * 1024  # text + 10 history items at the text limit, escaped
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 PARSE_SLOTS = 2  # documents parsed at once (each a child process with its own memory bound)
@@ -113,6 +115,7 @@ def create_app(
     document parser (tests of session and ingest logic only)."""
     settings = settings or Settings()
     metrics = Metrics()
+    drain = Drain(settings.drain_timeout_s)
     if parser is None:
         parser = BoundedParser(timeout_s=settings.parse_timeout_s, memory_mb=settings.parse_memory_mb)
 
@@ -132,6 +135,7 @@ def create_app(
         app.state.triton = triton
         app.state.runner = TurnRunner(services or Services(triton, triton, triton), settings, metrics)
         app.state.slots = SessionSlots(settings.max_sessions)
+        app.state.drain = drain
         app.state.ingest_lock = asyncio.Lock()
         app.state.parse_slots = asyncio.Semaphore(PARSE_SLOTS)
         log.info("orchestrator ready", extra={"event": "startup"})
@@ -236,8 +240,8 @@ def create_app(
             store["documents"] = await asyncio.to_thread(request.app.state.index.document_count)
         except Exception as exc:  # a shared store that is down: this replica cannot answer from documents
             store = {"open": False, "error": str(exc)[:300]}
-        ready = all(models.values()) and store["open"]
-        body = {"ready": ready, "models": models, "index": store}
+        ready = all(models.values()) and store["open"] and not drain.started
+        body = {"ready": ready, "models": models, "index": store, "draining": drain.started}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", dependencies=auth)
@@ -330,6 +334,10 @@ def create_app(
         except ProtocolError as exc:
             code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE if exc.code == ErrorCode.TOO_LARGE else 422
             raise ApiError(code, exc.code, str(exc)) from None
+        if drain.started:
+            raise ApiError(
+                status.HTTP_503_SERVICE_UNAVAILABLE, ErrorCode.OVERLOADED, DRAINING, headers={"Retry-After": "1"}
+            )
         slots: SessionSlots = request.app.state.slots
         if not slots.acquire():
             raise ApiError(
@@ -357,6 +365,8 @@ def create_app(
         )
 
     def acquire_slot() -> Callable[[], None]:
+        if drain.started:
+            raise OpenAIError(503, DRAINING, ErrorCode.OVERLOADED, headers={"Retry-After": "1"})
         slots: SessionSlots = app.state.slots
         if not slots.acquire():
             raise OpenAIError(
@@ -381,6 +391,10 @@ def create_app(
             await ws.accept()
             await ws.close(WS_UNAUTHORIZED, "missing or wrong token")
             return
+        if drain.started:  # a load balancer still routing here: go elsewhere
+            await ws.accept()
+            await ws.close(WS_SERVICE_RESTART, DRAIN_REASON)
+            return
         slots: SessionSlots = ws.app.state.slots
         if not slots.acquire():
             await ws.accept()
@@ -401,7 +415,7 @@ def create_app(
         def make(text: Callable[[str], Any], data: Callable[[bytes], Any]) -> VoiceSession:
             return VoiceSession(runner, settings, metrics, text, data, session_id=uuid.uuid4().hex[:12])
 
-        await guarded(ws, token_ok(ws.query_params.get("token")), lambda: _serve(ws, settings, make))
+        await guarded(ws, token_ok(ws.query_params.get("token")), lambda: _serve(ws, settings, make, drain))
 
     @app.websocket("/v1/realtime")
     async def realtime(ws: WebSocket) -> None:
@@ -416,7 +430,7 @@ def create_app(
                 await ws.send_text(json.dumps(realtime_model_error(model)))
                 await ws.close(1008, "unknown model")
                 return
-            await _serve(ws, settings, make)
+            await _serve(ws, settings, make, drain)
 
         # The SDKs send the key as a bearer header; a browser cannot, so ?token= works too.
         presented = token_ok(bearer(ws.headers)) or token_ok(ws.query_params.get("token"))
@@ -469,10 +483,14 @@ class Conversation(Protocol):
     async def error(self, code: Any, message: str) -> None: ...
     async def start(self) -> None: ...
     async def close(self) -> None: ...
+    def busy(self) -> bool: ...
 
 
 async def _serve(
-    ws: WebSocket, settings: Settings, make: Callable[[Callable[[str], Any], Callable[[bytes], Any]], Conversation]
+    ws: WebSocket,
+    settings: Settings,
+    make: Callable[[Callable[[str], Any], Callable[[bytes], Any]], Conversation],
+    drain: Drain,
 ) -> None:
     """One WebSocket: messages in through a bounded queue to the session, one at a time."""
     closed = False
@@ -504,25 +522,26 @@ async def _serve(
                 await session.error(ErrorCode.INTERNAL, "internal error; the session goes on")
 
     processor = asyncio.create_task(process())
-    try:
-        while True:
-            message = await ws.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            item = message.get("text")
-            if item is None:
-                item = message.get("bytes") or b""
-            if await session.reject_oversize(item):
-                continue
-            try:
-                inbox.put_nowait(item)
-            except asyncio.QueueFull:
-                await session.queue_full()
-    except WebSocketDisconnect:
-        pass
-    finally:
-        closed = True
-        processor.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await processor
-        await session.close()
+    with drain.track(ws, session.busy):  # the drain closes it once no answer of it runs
+        try:
+            while True:
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                item = message.get("text")
+                if item is None:
+                    item = message.get("bytes") or b""
+                if await session.reject_oversize(item):
+                    continue
+                try:
+                    inbox.put_nowait(item)
+                except asyncio.QueueFull:
+                    await session.queue_full()
+        except WebSocketDisconnect:
+            pass
+        finally:
+            closed = True
+            processor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await processor
+            await session.close()

@@ -458,6 +458,9 @@ class RealtimeSession:
     def queue_full(self) -> Awaitable[None]:
         return self.error("too_many_queued_events", "too many events waiting; this one was dropped")
 
+    def busy(self) -> bool:
+        return self.voice.busy()
+
     async def close(self) -> None:
         await self.voice.close()
 

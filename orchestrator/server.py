@@ -10,6 +10,8 @@ ping timeouts.
 from __future__ import annotations
 
 import asyncio
+import signal
+from types import FrameType
 from typing import Any
 
 import h11
@@ -91,6 +93,41 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
         "h11_max_incomplete_event_size": 16 * 1024,  # request line and headers
         "server_header": False,
         "log_config": None,
+        # After the drain: streaming HTTP answers still running get this long too.
+        "timeout_graceful_shutdown": max(settings.drain_timeout_s, 1.0),
         **overrides,
     }
     return uvicorn.Config(app, **options)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn whose first SIGTERM or SIGINT drains the app (``orchestrator/drain.py``) before
+    the usual shutdown; a second one shuts down at once. The process then exits with 0 (the
+    signal is not raised again after the shutdown, as plain uvicorn does), so whatever wraps
+    it (the embedded Triton of ``make run``) stops in order too."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining: Any = None  # the drain's concurrent.futures.Future, once started
+
+    async def serve(self, sockets: Any = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        drain = getattr(getattr(self.config.app, "state", None), "drain", None)
+        if drain is None or drain.started or self._loop is None or self.should_exit:
+            if sig in (signal.SIGINT, signal.SIGTERM) and self.should_exit:
+                self.force_exit = True
+            self.should_exit = True
+            return
+        drain.begin()  # from here on readiness fails and new sessions are turned away
+
+        async def drain_then_exit() -> None:
+            try:
+                await drain.run()
+            finally:
+                self.should_exit = True
+
+        self._draining = asyncio.run_coroutine_threadsafe(drain_then_exit(), self._loop)

@@ -555,6 +555,10 @@ class VoiceSession:
     async def cancel_turn(self) -> None:
         await self._cancel_turn()
 
+    def busy(self) -> bool:
+        """An answer of this session is running."""
+        return self.turn is not None and not self.turn.done()
+
     def _stop_prefill(self) -> None:
         if self._prefill is not None and not self._prefill.done():
             self._prefill.cancel()

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     # Where the documents live when not in index_dir: a postgresql:// URL (pgvector), which every
     # replica of a cluster names (rag_index/pgstore.py), or another directory.
     store: str | None = None
+    # On SIGTERM: how long running answers may take to finish before the rest is closed (drain.py).
+    drain_timeout_s: float = Field(30.0, ge=0, le=600)
     # FAISS on GPU 0 when faiss-gpu (the gpu extra) and a GPU are there; the CPU otherwise.
     index_gpu: bool = False
     webapp_dir: Path = Path(__file__).resolve().parents[1] / "webapp" / "dist"
