@@ -19,6 +19,8 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    # Any gRPC target: host:port, dns:///name:port (every Triton behind a name, e.g. a headless
+    # Service) or ipv4:a:port,b:port; answers are spread over them (voicebot/wire.py).
     triton_grpc_url: str = "127.0.0.1:8001"
     triton_http_url: str = "127.0.0.1:8000"
     index_dir: Path = Field(default_factory=default_index_dir)

@@ -35,8 +35,15 @@ class CallError(RuntimeError):
         self.code = code
 
 
+# ``url`` may be any gRPC target: ``host:port``; ``dns:///name:port``, every address the name
+# resolves to (a headless Kubernetes Service: all Triton pods); ``ipv4:a:port,b:port``. Calls are
+# spread over the reachable ones, one stream at a time; one that goes away takes no calls.
+BALANCING_CHANNEL_ARGS = [("grpc.lb_policy_name", "round_robin")]
+
+
 def grpc_client(url: str, token: str | None = None) -> Any:
-    """An asyncio gRPC client that reconnects fast and sends ``token`` (see ``voicebot.access``)."""
+    """An asyncio gRPC client that reconnects fast, spreads its calls over every address of
+    ``url`` and sends ``token`` (see ``voicebot.access``)."""
     import tritonclient.grpc.aio as grpcaio
     from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 
@@ -46,6 +53,7 @@ def grpc_client(url: str, token: str | None = None) -> Any:
         ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
         ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
         *RECONNECT_CHANNEL_ARGS,
+        *BALANCING_CHANNEL_ARGS,
     ]
     return authorize(grpcaio.InferenceServerClient(url, channel_args=args), token, "grpc")
 

@@ -157,7 +157,9 @@ def test_every_orchestrator_setting_the_chart_sets_exists():
     env = env_of(container["containers"][0])
     fields = {f"VOICEBOT_{name.upper()}" for name in Settings.model_fields}
     assert {k for k in env if k.startswith("VOICEBOT_")} <= fields
-    assert env["VOICEBOT_TRITON_GRPC_URL"] == "rel-voicebot-triton:8001"
+    # Every Triton pod by DNS (a headless Service): answers spread over all of them.
+    assert env["VOICEBOT_TRITON_GRPC_URL"] == "dns:///rel-voicebot-triton-pods:8001"
+    assert by_kind(render(), "Service")["rel-voicebot-triton-pods"]["spec"]["clusterIP"] == "None"
     assert env["VOICEBOT_STORE"] == {"secretKeyRef": {"name": "rel-voicebot-store", "key": "url"}}
     assert env["VOICEBOT_API_TOKEN"] == {"secretKeyRef": {"name": "rel-voicebot-token", "key": "token"}}
     hosts = json.loads(env["VOICEBOT_ALLOWED_HOSTS"])

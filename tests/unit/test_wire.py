@@ -91,3 +91,42 @@ def test_a_stream_that_breaks_is_upstream_unavailable() -> None:
 def test_a_stream_that_ends_normally_yields_every_piece() -> None:
     stream = StandInStream([("a", None), ("b", None)])
     assert drain(stream, stall_s=5) == ["a", "b"]
+
+
+def test_calls_are_spread_over_every_address_of_the_target_and_a_dead_one_takes_none() -> None:
+    """Two gRPC servers that answer Triton's ServerLive (fakes: what is tested is the channel's
+    balancing), one address with nothing behind it: one client target names all three."""
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    from voicebot.serving.launcher import free_port
+
+    class Live(service_pb2_grpc.GRPCInferenceServiceServicer):
+        def __init__(self) -> None:
+            self.calls = 0
+
+        async def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802 - the RPC's name
+            self.calls += 1
+            return service_pb2.ServerLiveResponse(live=True)
+
+    async def scenario() -> list[int]:
+        servers, fakes = [], []
+        ports = [free_port() for _ in range(3)]
+        for port in ports[:2]:
+            server, fake = grpc.aio.server(), Live()
+            service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(fake, server)
+            server.add_insecure_port(f"127.0.0.1:{port}")
+            await server.start()
+            servers.append(server)
+            fakes.append(fake)
+        client = wire.grpc_client("ipv4:" + ",".join(f"127.0.0.1:{p}" for p in (ports[2], *ports[:2])))
+        try:
+            for _ in range(40):
+                assert await client.is_server_live()
+        finally:
+            await client.close()
+            for server in servers:
+                await server.stop(None)
+        return [fake.calls for fake in fakes]
+
+    calls = asyncio.run(scenario())
+    assert sum(calls) == 40 and min(calls) >= 10, calls  # both served; the dead address failed nothing
