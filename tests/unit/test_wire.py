@@ -104,7 +104,7 @@ def test_calls_are_spread_over_every_address_of_the_target_and_a_dead_one_takes_
         def __init__(self) -> None:
             self.calls = 0
 
-        async def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802 - the RPC's name
+        async def ServerLive(self, request: Any, context: Any) -> Any:  # the RPC is named so
             self.calls += 1
             return service_pb2.ServerLiveResponse(live=True)
 
