@@ -202,3 +202,30 @@ def test_the_ingress_has_tls_and_websocket_timeouts():
     assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
     backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend["name"] == "rel-voicebot-orchestrator"
+
+
+def test_the_readme_names_only_values_the_chart_has():
+    import re
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    section = (ROOT / "README.md").read_text().split("## Scale out", 1)[1].split("\n## ", 1)[0]
+    named = [
+        key
+        for row in section.splitlines()
+        if row.startswith("| `")
+        for key in re.findall(r"`([a-zA-Z.*]+)`", row.split("|")[1])
+    ]
+    assert len(named) >= 10
+
+    def resolve(key: str) -> Any:
+        node: Any = values
+        for part in key.removesuffix(".*").split("."):
+            assert isinstance(node, dict) and part in node, f"README names {key}, which values.yaml does not have"
+            node = node[part]
+        return node
+
+    prefix = ""
+    for key in named:  # "`postgresql.external.url` / `.existingSecret`": the second is relative to the first
+        full = prefix + key if key.startswith(".") else key
+        resolve(full)
+        prefix = full.rsplit(".", 1)[0]
