@@ -127,6 +127,9 @@ def test_triton_runs_on_a_gpu_node_with_health_probes_and_a_scrape():
     assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] >= 600
     assert triton["metadata"]["annotations"]["prometheus.io/port"] == "8002"
     assert container["args"][:2] == ["--profile", "gpu"]
+    # Not root: whatever it writes (the rendered repository, assembled weights) goes to its volumes.
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert container["args"][-1] in mounts and env_of(container)["VOICEBOT_CACHE_DIR"].startswith(container["args"][-1])
     shm = next(v for v in triton["spec"]["volumes"] if v["name"] == "shm")
     assert shm["emptyDir"]["medium"] == "Memory"
     cpu = by_kind(render(**{"triton.profile": "cpu", "triton.gpus": 0}), "Deployment")["rel-voicebot-triton"]
