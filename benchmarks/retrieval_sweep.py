@@ -1,11 +1,12 @@
 """Retrieval alone on the eval's questions: recall@k and answer-in-context for each top-k,
 passage budget and ranking (dense, lexical fused), in-process and in seconds (no LLM, no speech).
 
-    .venv/bin/python benchmarks/retrieval_sweep.py [--k 3,4,5] [--words 0,60,80,120]
+    .venv/bin/python benchmarks/retrieval_sweep.py [--k 3,4,5] [--words 0,60,80,120] [--store postgresql]
 
 This is how the orchestrator's defaults (``VOICEBOT_TOP_K``, ``VOICEBOT_PASSAGE_WORDS``) were
 chosen: the smallest prompt that keeps the answer in context. Questions are the typed text, so
-this is an upper bound for spoken ones.
+this is an upper bound for spoken ones. ``--store postgresql`` runs it on the cluster's store
+(pgvector + PostgreSQL full text, on a throwaway local server) instead of SQLite + FAISS.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import contextlib  # noqa: E402
+
 import eval_set  # noqa: E402
 from eval import check_documents  # noqa: E402
+from local_postgres import local_postgres  # noqa: E402
 
-from rag_index import DocumentIndex  # noqa: E402
+from rag_index import open_store  # noqa: E402
 from rag_index.embedders import LocalEmbedder  # noqa: E402
 from voicebot.text import trim_passage  # noqa: E402
 
@@ -30,17 +34,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--k", default="3,4,5", help="top-k values")
     parser.add_argument("--words", default="0,60,80,120", help="passage word budgets (0: whole chunks)")
+    parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite", help="the store's backend")
     args = parser.parse_args(argv)
     ks = [int(x) for x in args.k.split(",")]
     budgets = [int(x) for x in args.words.split(",")]
 
-    with tempfile.TemporaryDirectory(prefix="voicebot-sweep-") as work:
-        index = DocumentIndex(Path(work) / "index", LocalEmbedder())
+    with tempfile.TemporaryDirectory(prefix="voicebot-sweep-") as work, contextlib.ExitStack() as stack:
+        location: str | Path = Path(work) / "index"
+        if args.store == "postgresql":
+            location = stack.enter_context(local_postgres(Path(work) / "pg")).new_database()
+        index = open_store(location, LocalEmbedder())
         for path, name in check_documents():
             index.add(name, path.read_bytes())
         answerable = [q for q in eval_set.QUESTIONS if q.source]
         lines = [
-            f"{len(answerable)} answerable questions, {index.chunk_count()} chunks",
+            f"{len(answerable)} answerable questions, {index.chunk_count()} chunks, store: {args.store}",
             "",
             "| ranking | k | words per passage | recall@k | answer in context | prompt words (mean) |",
             "|---|---|---|---|---|---|",

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -81,34 +82,22 @@ def triton() -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real PostgreSQL 16 with pgvector (the ``pgserver`` wheel's own build), listening on a
-    Unix socket in a temporary directory, once per test session; yields its socket directory."""
-    import os
-    import warnings
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real PostgreSQL 16 with pgvector (the ``pgserver`` wheel's own build), on a Unix socket
+    in a temporary directory, once per test session."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from local_postgres import local_postgres
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs: no XDG_RUNTIME_DIR on CI machines
-        import pgserver
-
-    data = tmp_path_factory.mktemp("pg")
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("xdg")))
     try:
-        server = pgserver.get_server(data, cleanup_mode="stop")
+        started = local_postgres(tmp_path_factory.mktemp("pg"))
+        server = started.__enter__()
     except Exception as exc:
         pytest.fail(f"PostgreSQL did not start: {exc}")
-    yield str(data)
-    server.cleanup()
+    yield server
+    started.__exit__(None, None, None)
 
 
 @pytest.fixture
-def postgres_url(postgres_server: str) -> str:
+def postgres_url(postgres_server: Any) -> str:
     """A fresh, empty database on the session's PostgreSQL: its ``postgresql://`` URL."""
-    import uuid
-
-    import psycopg
-
-    name = f"t{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(f"postgresql://postgres@/postgres?host={postgres_server}", autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return f"postgresql://postgres@/{name}?host={postgres_server}"
+    return postgres_server.new_database()

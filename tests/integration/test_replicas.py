@@ -36,7 +36,9 @@ def ask(ws_url: str, question: str) -> list[dict]:
     return [item.event for item in asyncio.run(scenario())]
 
 
-def test_two_replicas_share_one_document_store_and_readiness_follows_it(triton, tmp_path, postgres_url):
+def test_two_replicas_share_one_document_store_and_readiness_follows_it(
+    triton, tmp_path, postgres_server, postgres_url
+):
     one = LiveServer(make_settings(triton, tmp_path / "unused-1", store=postgres_url)).start()
     two = LiveServer(make_settings(triton, tmp_path / "unused-2", store=postgres_url)).start()
     try:
@@ -57,9 +59,8 @@ def test_two_replicas_share_one_document_store_and_readiness_follows_it(triton, 
         ready = httpx.get(f"{one.base}/readyz", timeout=30)
         assert ready.status_code == 200 and ready.json()["index"] == {"open": True, "documents": 0}
         # The database goes away: readiness says so (a load balancer stops routing here).
-        host = postgres_url.split("host=", 1)[1]
         name = postgres_url.split("@/", 1)[1].split("?", 1)[0]
-        with psycopg.connect(f"postgresql://postgres@/postgres?host={host}", autocommit=True) as admin:
+        with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
             admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
         down = httpx.get(f"{one.base}/readyz", timeout=60)
         assert down.status_code == 503 and down.json()["index"]["open"] is False
