@@ -537,19 +537,29 @@ def openai_router(
     return router
 
 
+def ran_out_of_tokens(done: dict[str, Any] | None) -> bool:
+    """The turn's ``done`` event says the llm stopped at max_tokens (or the context)."""
+    return ((done or {}).get("usage") or {}).get("finish_reason") == "length"
+
+
+def reported_counts(done: dict[str, Any] | None) -> tuple[int, int] | None:
+    """(prompt, completion) tokens from a turn's ``done`` event; None when the answerer reported
+    none (no usage is better than a wrong one)."""
+    counts = (done or {}).get("usage")
+    return (counts["prompt_tokens"], counts["completion_tokens"]) if counts else None
+
+
 def finish_reason(done: dict[str, Any]) -> str:
-    """OpenAI's finish_reason from a turn's done event: "length" when the llm ran out of
-    max_tokens (or context), "stop" otherwise (its end, a stop string, the grounding check)."""
-    return "length" if (done.get("usage") or {}).get("finish_reason") == "length" else "stop"
+    """OpenAI's finish_reason: "length" when the llm ran out of tokens, "stop" otherwise (its
+    end, a stop string, the grounding check)."""
+    return "length" if ran_out_of_tokens(done) else "stop"
 
 
 def usage_of(done: dict[str, Any]) -> dict[str, Any]:
-    """``{"usage": ...}`` in OpenAI's shape from a turn's done event; empty when the answerer
-    reported no counts (a wrong number is worse than none)."""
-    counts = done.get("usage")
-    if not counts:
+    """``{"usage": ...}`` in the chat completion's shape, or empty (see :func:`reported_counts`)."""
+    if (counts := reported_counts(done)) is None:
         return {}
-    prompt, completion = counts["prompt_tokens"], counts["completion_tokens"]
+    prompt, completion = counts
     return {"usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}}
 
 

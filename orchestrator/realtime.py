@@ -30,7 +30,7 @@ from voicebot.contract import STT_SAMPLE_RATE, EventType
 
 from .audio_out import PCM_RATE, VOICES, resample_pcm16
 from .metrics import Metrics
-from .openai_api import CHAT_MODEL
+from .openai_api import CHAT_MODEL, ran_out_of_tokens, reported_counts
 from .protocol import PCM_ENCODING, ProtocolError, question_text
 from .session import TurnRunner, VoiceSession
 from .settings import Settings
@@ -400,7 +400,7 @@ class RealtimeSession:
                 await self.emit("response.output_audio_transcript.done", transcript=self.transcript, **ids)
             else:
                 await self.emit("response.output_text.done", text=self.transcript, **ids)
-            if (payload.get("usage") or {}).get("finish_reason") == "length":  # the answer ran out of tokens
+            if ran_out_of_tokens(payload):
                 await self._finish("incomplete", {"type": "incomplete", "reason": "max_output_tokens"})
             else:
                 await self._finish("completed", None)
@@ -479,8 +479,7 @@ HANDLERS: dict[str, Callable[[RealtimeSession, dict[str, Any]], Awaitable[None]]
 def realtime_usage(native_done: dict[str, Any] | None) -> dict[str, Any]:
     """``{"usage": ...}`` of a Realtime response from the native done event's token counts
     (text tokens: the audio is Piper's, not the model's); empty when none were reported."""
-    counts = (native_done or {}).get("usage")
-    if not counts:
+    if (counts := reported_counts(native_done)) is None:
         return {}
-    prompt, completion = counts["prompt_tokens"], counts["completion_tokens"]
+    prompt, completion = counts
     return {"usage": {"total_tokens": prompt + completion, "input_tokens": prompt, "output_tokens": completion}}

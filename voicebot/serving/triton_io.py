@@ -111,6 +111,11 @@ def bytes_tensor(name: str, values: Iterable[str | bytes]) -> Any:
     return pb_utils.Tensor(name, np.array(items, dtype=np.object_))
 
 
+def uint32_tensor(name: str, value: int) -> Any:
+    """A one-element UINT32 output (vllm_backend's token counts)."""
+    return pb_utils.Tensor(name, np.array([value], dtype=np.uint32))
+
+
 def respond_each(requests: list[Any], handle: Callable[[Any], list[Any]], log: Callable[[str], None]) -> list[Any]:
     """Non-decoupled execute: one response per request; a bad request fails alone."""
     responses = []

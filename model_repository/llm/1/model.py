@@ -4,7 +4,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from voicebot import contract as c
@@ -19,6 +18,7 @@ from voicebot.serving.triton_io import (
     input_scalar,
     input_text,
     request_parameter,
+    uint32_tensor,
 )
 from voicebot.weights import WeightsNotFound
 
@@ -111,9 +111,9 @@ class Extras:
             reason = (generation.finish_reason or "stop") if final else c.UNFINISHED
             out.append(bytes_tensor(c.FINISH_REASON, [reason]))
         if self.input_tokens:
-            out.append(pb_utils.Tensor(c.NUM_INPUT_TOKENS, np.array([generation.prompt_tokens], dtype=np.uint32)))
+            out.append(uint32_tensor(c.NUM_INPUT_TOKENS, generation.prompt_tokens))
         if self.output_tokens:
             new = max(0, generation.output_tokens - self._sent)
             self._sent += new
-            out.append(pb_utils.Tensor(c.NUM_OUTPUT_TOKENS, np.array([new], dtype=np.uint32)))
+            out.append(uint32_tensor(c.NUM_OUTPUT_TOKENS, new))
         return out

@@ -18,7 +18,14 @@ from voicebot.sampling import parse_sampling_parameters
 from voicebot.serving import metrics
 from voicebot.serving.config import ConfigError, param, read_sidecar
 from voicebot.serving.loopback import Loopback
-from voicebot.serving.triton_io import RequestError, StreamWorkers, bytes_tensor, input_scalar, input_text
+from voicebot.serving.triton_io import (
+    RequestError,
+    StreamWorkers,
+    bytes_tensor,
+    input_scalar,
+    input_text,
+    uint32_tensor,
+)
 from voicebot.text import (
     MAX_HISTORY_JSON_BYTES,
     MAX_PASSAGES_JSON_BYTES,
@@ -103,8 +110,8 @@ class TritonPythonModel:
                     if counts:
                         yield [
                             bytes_tensor(c.FINISH_REASON, [piece.finish_reason or "stop"]),
-                            pb_utils.Tensor(c.NUM_INPUT_TOKENS, np.array([piece.prompt_tokens], dtype=np.uint32)),
-                            pb_utils.Tensor(c.NUM_OUTPUT_TOKENS, np.array([piece.output_tokens], dtype=np.uint32)),
+                            uint32_tensor(c.NUM_INPUT_TOKENS, piece.prompt_tokens),
+                            uint32_tensor(c.NUM_OUTPUT_TOKENS, piece.output_tokens),
                         ]
                     continue
                 if first_audio:
