@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -88,13 +89,12 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from local_postgres import local_postgres
 
-    try:
-        started = local_postgres(tmp_path_factory.mktemp("pg"))
-        server = started.__enter__()
-    except Exception as exc:
-        pytest.fail(f"PostgreSQL did not start: {exc}")
-    yield server
-    started.__exit__(None, None, None)
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(local_postgres(tmp_path_factory.mktemp("pg")))
+        except Exception as exc:
+            pytest.fail(f"PostgreSQL did not start: {exc}")
+        yield server
 
 
 @pytest.fixture
