@@ -118,6 +118,10 @@ class ModelContract:
 AUDIO_BYTES = "audio_bytes"
 AUDIO = "audio"
 LANGUAGE = "language"
+# What the audio is about, as Whisper's initial prompt (OpenAI's transcription `prompt`): the
+# orchestrator sends the titles of the library's documents, so names and terms in them are heard.
+PROMPT = "prompt"
+MAX_STT_PROMPT_CHARS = 1000
 TRANSCRIPT = "transcript"
 SEGMENTS = "segments"
 TEXT_INPUT = "text_input"
@@ -166,12 +170,16 @@ AUDIO_DECODE = ModelContract(
 )
 WHISPER_STT = ModelContract(
     name="whisper_stt",
-    inputs=(Tensor(AUDIO, "FP32", (-1,)), Tensor(LANGUAGE, "BYTES", (1,), optional=True)),
+    inputs=(
+        Tensor(AUDIO, "FP32", (-1,)),
+        Tensor(LANGUAGE, "BYTES", (1,), optional=True),
+        Tensor(PROMPT, "BYTES", (1,), optional=True),
+    ),
     outputs=(Tensor(TRANSCRIPT, "BYTES", (1,)), Tensor(SEGMENTS, "BYTES", (1,))),
 )
 TRANSCRIBE = ModelContract(
     name="transcribe",
-    inputs=(Tensor(AUDIO_BYTES, "BYTES", (1,)),),
+    inputs=(Tensor(AUDIO_BYTES, "BYTES", (1,)), Tensor(PROMPT, "BYTES", (1,), optional=True)),
     outputs=(Tensor(TRANSCRIPT, "BYTES", (1,)), Tensor(SEGMENTS, "BYTES", (1,))),
     platform="ensemble",
 )

@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 from conftest import wav_to_float
-from speech_corpus import QUESTIONS
+from speech_corpus import GANNET_PROMPT, GANNET_QUESTION, QUESTIONS
 
 from voicebot.engines.embed import EmbedderSettings, SentenceEmbedder
 from voicebot.engines.llm import Generation, load_language_model
@@ -36,6 +36,15 @@ def test_whisper_transcribes_speech(whisper, speak):
         hyps.append(result.text)
         assert result.segments and result.segments[0].end > result.segments[0].start
     assert word_error_rate(" ".join(refs), " ".join(hyps)) <= 0.15, hyps
+
+
+def test_whisper_hears_the_names_its_prompt_gives(whisper, speak):
+    audio = wav_to_float(speak(GANNET_QUESTION, 135, "en-gb"))
+    assert "gannet" not in whisper.transcribe(audio).text.lower()
+    heard = whisper.transcribe(audio, prompt=GANNET_PROMPT).text
+    assert word_error_rate(GANNET_QUESTION, heard) == 0.0, heard
+    # A prompt never becomes a transcript of its own: silence stays empty.
+    assert whisper.transcribe(np.zeros(16000 * 3, np.float32), prompt=GANNET_PROMPT).text == ""
 
 
 def test_whisper_gives_nothing_for_silence_and_noise(whisper):

@@ -68,6 +68,14 @@ BAD_UNARY = {
         ],
         "English",
     ),
+    "recognition prompt over its limit": (
+        c.WHISPER_STT.name,
+        lambda: [
+            tensor(httpclient, c.WHISPER_STT, c.AUDIO, tone(0.5)),
+            tensor(httpclient, c.WHISPER_STT, c.PROMPT, "x" * (c.MAX_STT_PROMPT_CHARS + 1)),
+        ],
+        "over the limit",
+    ),
     "empty text to embed": (c.EMBEDDER.name, lambda: [tensor(httpclient, c.EMBEDDER, c.TEXT, ["ok", "  "])], "empty"),
     "too much text to embed": (c.EMBEDDER.name, lambda: [tensor(httpclient, c.EMBEDDER, c.TEXT, ["x" * 9000])], "over"),
 }

@@ -8,7 +8,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from audio_files import encode
 from conftest import wav_to_float
-from speech_corpus import QUESTIONS
+from speech_corpus import GANNET_PROMPT, GANNET_QUESTION, QUESTIONS
 from triton_helpers import (
     GrpcStream,
     InferenceServerException,
@@ -96,6 +96,18 @@ def test_whisper_stt_direct_with_language(http, speak):
         [tensor(httpclient, c.WHISPER_STT, c.AUDIO, audio), tensor(httpclient, c.WHISPER_STT, c.LANGUAGE, "en")],
     )
     assert word_error_rate("good morning everyone", result.as_numpy(c.TRANSCRIPT)[0].decode()) <= 0.34
+
+
+def test_whisper_stt_prompt_names_what_the_audio_is_about(grpc, speak):
+    audio = wav_to_float(speak(GANNET_QUESTION, 135, "en-gb"))
+
+    def heard(*extra):
+        inputs = [tensor(grpcclient, c.WHISPER_STT, c.AUDIO, audio), *extra]
+        return grpc.infer(c.WHISPER_STT.name, inputs).as_numpy(c.TRANSCRIPT)[0].decode()
+
+    assert "gannet" not in heard().lower()
+    assert word_error_rate(GANNET_QUESTION, heard(tensor(grpcclient, c.WHISPER_STT, c.PROMPT, GANNET_PROMPT))) == 0
+    assert "gannet" not in heard(tensor(grpcclient, c.WHISPER_STT, c.PROMPT, "")).lower()  # empty: no prompt
 
 
 def test_silence_gives_an_empty_transcript(http):

@@ -35,7 +35,8 @@ class TritonPythonModel:
     def _transcribe(self, request):
         audio = validate_pcm(input_array(request, c.AUDIO), self.max_seconds)
         language = input_text(request, c.LANGUAGE, max_chars=8, required=False)
+        prompt = input_text(request, c.PROMPT, max_chars=c.MAX_STT_PROMPT_CHARS, required=False, allow_empty=True)
         began = time.perf_counter()
-        result = self.engine.transcribe(audio, language)
+        result = self.engine.transcribe(audio, language, prompt)
         self.rtf.observe((time.perf_counter() - began) / max(result.audio_seconds, 1e-3))
         return [bytes_tensor(c.TRANSCRIPT, [result.text]), bytes_tensor(c.SEGMENTS, [result.segments_json()])]
