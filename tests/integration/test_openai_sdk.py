@@ -12,6 +12,7 @@ import pytest
 from audio_files import encode
 from conftest import TRIGGERS_DOC, USERS_DOC, wav_to_float
 from orchestrator_helpers import LiveServer, make_settings
+from speech_corpus import GANNET_PROMPT, GANNET_QUESTION
 
 from voicebot.text import word_error_rate
 
@@ -74,6 +75,15 @@ def test_transcription_of_espeak_speech(client, speak):
     assert vtt.startswith("WEBVTT")
     plain = client.audio.transcriptions.create(model="whisper-1", file=("q.wav", wav), response_format="text")
     assert plain.strip() == text.text
+
+
+def test_transcription_prompt_is_whispers_context(client, speak):
+    # A file goes through the `transcribe` ensemble, whose optional `prompt` reaches Whisper.
+    wav = speak(GANNET_QUESTION, 135, "en-gb").read_bytes()
+    plain = client.audio.transcriptions.create(model="whisper-1", file=("q.wav", wav))
+    prompted = client.audio.transcriptions.create(model="whisper-1", file=("q.wav", wav), prompt=GANNET_PROMPT)
+    assert "gannet" not in plain.text.lower()
+    assert word_error_rate(GANNET_QUESTION, prompted.text) == 0, prompted.text
 
 
 def test_streamed_transcription_of_an_encoded_file(client, speak):
@@ -194,6 +204,10 @@ def test_requests_the_pipeline_cannot_honour_get_clear_400s(client, speak):
             "language",
         ),
         (lambda: client.chat.completions.create(model="voicebot-piper", messages=messages), "model"),
+        (
+            lambda: client.audio.transcriptions.create(model="whisper-1", file=("a.wav", b"0"), prompt="x" * 1001),
+            "prompt",
+        ),
     ]
     for call, param in cases:
         with pytest.raises(openai.BadRequestError) as exc:

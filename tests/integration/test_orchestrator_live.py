@@ -10,6 +10,7 @@ import pytest
 from audio_files import encode
 from conftest import TRIGGERS_DOC, USERS_DOC, wav_to_float
 from orchestrator_helpers import LiveServer, TurnLog, VoiceClient, make_settings, pcm_frames
+from speech_corpus import GANNET_QUESTION
 from triton_helpers import http_client
 
 from voicebot import contract as c
@@ -109,6 +110,28 @@ def test_encoded_webm_opus_turn(server, speak):
     log = run(scenario())
     assert "root" in log.of("transcript")[-1]["text"].lower()
     assert log.of("done")
+
+
+def test_the_librarys_titles_are_what_the_recognizer_listens_for(server, speak):
+    frames = pcm_frames(speak(GANNET_QUESTION, 135, "en-gb"))
+
+    async def heard() -> list[str]:
+        client = await VoiceClient.connect(server.ws_url)
+        try:
+            log = await client.speak(frames)
+            log.items += (await client.until("done", "error")).items
+            return [e["text"].lower() for e in log.of("transcript")]
+        finally:
+            await client.close()
+
+    assert not any("gannet" in t for t in run(heard()))
+    status, body = upload(server.base, "printers.md", b"# Gannet printer notes\n\nThe Gannet prints on both sides.\n")
+    assert status == 201, body
+    try:
+        transcripts = run(heard())  # at once: an upload here refreshes the prompt
+        assert "gannet" in transcripts[-1], transcripts
+    finally:
+        assert http("DELETE", f"{server.base}/v1/documents/{body['document']['id']}")[0] == 204
 
 
 def test_typed_turn_and_a_follow_up_that_uses_history(server):
