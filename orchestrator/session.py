@@ -150,7 +150,7 @@ class TurnRunner:
                 outcome, prefilled = Outcome.NONE, 0
                 if spoken is not None:
                     spoken.span("retrieval", t_retrieval, time.perf_counter())
-                    outcome, prefilled, prompt_hits = self._speculated(spoken, prompt_hits, history)
+                    outcome, prefilled, prompt_hits = self._speculated(spoken, prompt_hits, history, text)
                 await send_event(
                     event(
                         EventType.CITATIONS,
@@ -247,14 +247,14 @@ class TurnRunner:
 
     @staticmethod
     def _speculated(
-        spoken: Spoken, final: list[SearchHit], history: deque[str]
+        spoken: Spoken, final: list[SearchHit], history: deque[str], question: str
     ) -> tuple[Outcome, int, list[SearchHit]]:
         """How much of the final passages was prefilled (the outcome and the number of passages
         shared) and the passages in prompt order, those prefilled first. A prefill still running
         for passages the answer will not use is stopped: the answer's own prefill needs the cores."""
         if spoken.speculation is None:
             return Outcome.NONE, 0, final
-        ordered = stable_order(spoken.speculation.passages, final)
+        ordered = stable_order(spoken.speculation.passages, final, question)
         outcome, shared = spoken.speculation.outcome(ordered, history)
         if outcome == Outcome.MISS and spoken.prefill is not None and not spoken.prefill.done():
             spoken.prefill.cancel()
@@ -464,7 +464,7 @@ class VoiceSession:
         passages = prompt_passages(hits, text, self.settings.passage_words)
         previous = rec.speculation
         if previous is not None:
-            passages = stable_order(previous.passages, passages)
+            passages = stable_order(previous.passages, passages, text)
             running = rec.prefill is not None and not rec.prefill.done()
             if previous.holds(passages, history) and (previous.complete or running):
                 return  # the cache holds (or is getting) exactly this prompt prefix

@@ -21,7 +21,7 @@ import numpy as np
 
 from rag_index import SearchHit
 from voicebot.contract import STT_SAMPLE_RATE
-from voicebot.text import trim_passage
+from voicebot.text import question_words_in, trim_passage
 
 FRAME_SAMPLES = STT_SAMPLE_RATE // 50  # 20 ms
 # A frame is silence when it is this far below the recording's speech level (the 95th
@@ -50,15 +50,37 @@ def prompt_passages(hits: Sequence[SearchHit], question: str, words: int) -> lis
     return [replace(h, text=trim_passage(question, h.text, words)) for h in hits]
 
 
+def reuse_excerpts(prefilled: Sequence[SearchHit], current: Sequence[SearchHit], question: str) -> list[SearchHit]:
+    """``current`` with each chunk that the prefill also holds given the prefill's excerpt of it,
+    when that excerpt holds every word of ``question`` that ``current``'s does. A chunk is trimmed
+    to the sentences nearest the question, so the partial "what port does the" and the final
+    "what port does the printer use" can cut the same chunk differently; the prefilled cut then
+    still shows the final question all it would have seen, and the prompt keeps its cached prefix."""
+    held = {(h.document_id, h.chunk_id): h.text for h in prefilled}
+    out = []
+    for h in current:
+        old = held.get((h.document_id, h.chunk_id))
+        if (
+            old is not None
+            and old != h.text
+            and question_words_in(question, old) >= question_words_in(question, h.text)
+        ):
+            h = replace(h, text=old)
+        out.append(h)
+    return out
+
+
 def _key(hit: SearchHit) -> tuple[str, int, str]:
     return (hit.document_id, hit.chunk_id, hit.text)
 
 
-def stable_order(prefilled: Sequence[SearchHit], current: Sequence[SearchHit]) -> list[SearchHit]:
+def stable_order(prefilled: Sequence[SearchHit], current: Sequence[SearchHit], question: str) -> list[SearchHit]:
     """``current``'s passages with those the prefill holds first, in the prefill's order, and
     the new ones after them in rank order: the prompt then shares the longest prefix with what
-    the engine has cached. The set is always ``current``'s: nothing the final retrieval dropped
-    reaches the prompt."""
+    the engine has cached. The set of chunks is always ``current``'s: nothing the final retrieval
+    dropped reaches the prompt; a chunk keeps the prefill's excerpt when :func:`reuse_excerpts`
+    says it shows ``question`` as much."""
+    current = reuse_excerpts(prefilled, current, question)
     wanted = {_key(h) for h in current}
     kept = [h for h in prefilled if _key(h) in wanted]
     seen = {_key(h) for h in kept}

@@ -286,6 +286,15 @@ def _keys(text: str) -> list[str]:
     return [match_key(w) for w in iter_words(text)]
 
 
+def _question_keys(question: str) -> set[str]:
+    return {match_key(w) for w in iter_words(question) if w not in STOPWORDS}
+
+
+def question_words_in(question: str, text: str) -> set[str]:
+    """The question's words (stemmed as :func:`trim_passage` matches them) that ``text`` holds."""
+    return _question_keys(question).intersection(_keys(text))
+
+
 def trim_passage(question: str, text: str, max_words: int) -> str:
     """The sentences of ``text`` that share the most words with the question, in their
     original order, within ``max_words``. Prompt tokens are most of the time to first token
@@ -293,7 +302,7 @@ def trim_passage(question: str, text: str, max_words: int) -> str:
     than the whole budget gives the window of it that holds the most of the question's words."""
     if max_words <= 0 or len(text.split()) <= max_words:
         return text
-    wanted = {match_key(w) for w in iter_words(question) if w not in STOPWORDS}
+    wanted = _question_keys(question)
     sentences = [" ".join(s.split()) for s in _SENTENCE_SPLIT.split(text) if s.strip()]
     overlap = [len(wanted & set(_keys(s))) for s in sentences]
     ranked = sorted(range(len(sentences)), key=lambda i: (-overlap[i], i))

@@ -9,8 +9,17 @@ from test_session_logic import Client, FakeAnswerer, FakeRetriever
 from orchestrator.metrics import Metrics
 from orchestrator.session import Services, TurnRunner, VoiceSession
 from orchestrator.settings import Settings
-from orchestrator.speculation import FRAME_BYTES, Levels, Outcome, Speculation, shared_passages, stable_order
+from orchestrator.speculation import (
+    FRAME_BYTES,
+    Levels,
+    Outcome,
+    Speculation,
+    reuse_excerpts,
+    shared_passages,
+    stable_order,
+)
 from rag_index.store import SearchHit
+from voicebot.text import trim_passage
 
 
 def hit(n, text=None):
@@ -20,11 +29,35 @@ def hit(n, text=None):
 def test_stable_order_keeps_prefilled_passages_first_and_only_the_final_set():
     prefilled = [hit(1), hit(2), hit(3)]
     final = [hit(3), hit(4), hit(1)]  # rank order: 3, 4, 1 (2 was dropped)
-    assert [h.chunk_id for h in stable_order(prefilled, final)] == [1, 3, 4]
-    assert shared_passages(prefilled, stable_order(prefilled, final)) == 1
-    # The same chunk trimmed differently is a different passage: the prompt text differs.
-    assert [h.chunk_id for h in stable_order([hit(1, "other words")], [hit(1), hit(2)])] == [1, 2]
-    assert shared_passages([hit(1, "other words")], [hit(1), hit(2)]) == 0
+    assert [h.chunk_id for h in stable_order(prefilled, final, "which passage?")] == [1, 3, 4]
+    assert shared_passages(prefilled, stable_order(prefilled, final, "which passage?")) == 1
+    # The same chunk cut differently, and the prefill's cut lacks a word of the question that the
+    # final cut shows: a different passage, the prompt text differs.
+    ordered = stable_order([hit(1, "other words")], [hit(1), hit(2)], "which passage?")
+    assert [h.text for h in ordered] == ["passage 1", "passage 2"]
+    assert shared_passages([hit(1, "other words")], ordered) == 0
+
+
+def test_a_chunk_keeps_the_prefilled_cut_when_it_shows_the_final_question_as_much():
+    chunk = "The printer listens on port 9100. Call Ann. The printer sleeps after ten minutes."
+    partial, final = "what port", "what port does the printer use"
+    spoken_cut, final_cut = trim_passage(partial, chunk, 12), trim_passage(final, chunk, 12)
+    # The two questions cut the chunk differently: the partial fills its budget with "Call Ann.",
+    # the final with the second sentence that names the printer ...
+    assert spoken_cut == "The printer listens on port 9100. Call Ann."
+    assert final_cut == "The printer listens on port 9100. The printer sleeps after ten minutes."
+    prefilled = [hit(1, spoken_cut)]
+    ordered = stable_order(prefilled, [hit(2), hit(1, final_cut)], final)
+    # ... but the prefilled cut holds every word of the final question that its own cut holds.
+    assert [(h.chunk_id, h.text) for h in ordered] == [(1, spoken_cut), (2, "passage 2")]
+    assert shared_passages(prefilled, ordered) == 1
+    # A final question whose words the prefilled cut lacks gets its own cut.
+    sleep = "when does the printer sleep"
+    sleep_cut = trim_passage(sleep, chunk, 12)
+    assert "sleeps" in sleep_cut
+    assert [h.text for h in stable_order(prefilled, [hit(1, sleep_cut)], sleep)] == [sleep_cut]
+    # reuse_excerpts never brings in a chunk the current retrieval dropped
+    assert reuse_excerpts(prefilled, [hit(2)], final) == [hit(2)]
 
 
 def test_outcomes():
