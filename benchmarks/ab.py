@@ -54,12 +54,13 @@ def parse_variant(text: str) -> tuple[list[str], dict[str, str], str]:
 
 
 def table(rows_by_variant: dict[str, list[dict]]) -> str:
-    head = "| variant | n | errors | " + " | ".join(f"{label} P50" for _, label in KEYS) + " |"
-    lines = [head, "|" + "---|" * (len(KEYS) + 3)]
+    head = "| variant | n | errors | " + " | ".join(f"{label} P50" for _, label in KEYS) + " | speculation |"
+    lines = [head, "|" + "---|" * (len(KEYS) + 4)]
     for name, rows in rows_by_variant.items():
         errors = sum(1 for r in rows if not r["ok"])
         cells = [report.fmt_s(report.pct(report.stage_values(rows, key), 50)) for key, _ in KEYS]
-        lines.append(f"| {name or '(baseline)'} | {len(rows)} | {errors} | " + " | ".join(cells) + " |")
+        spec = report.speculation_summary(rows)
+        lines.append(f"| {name or '(baseline)'} | {len(rows)} | {errors} | " + " | ".join(cells) + f" | {spec} |")
     return "\n".join(lines)
 
 

@@ -407,8 +407,9 @@ class VoiceSession:
         interval_bytes = int(self.settings.partial_interval_s * 2 * STT_SAMPLE_RATE)
         if rec.encoding == PCM_ENCODING:
             # Every interval, unless a prefill has the cores (the two would halve each other's
-            # speed on two of them); and at once when speech has just stopped, prefill or not:
-            # that partial is likely the final transcript, and its passages the final ones.
+            # speed on two of them; with partials_stop_prefill the partial stops it); and at once
+            # when speech has just stopped, prefill or not: that partial is likely the final
+            # transcript, and its passages the final ones.
             # Periodic partials also wait while other sessions' answers are being served: on two
             # cores they slow those answers down, and the end-of-speech one is the one that counts.
             prefilling = rec.prefill is not None and not rec.prefill.done()
@@ -416,14 +417,16 @@ class VoiceSession:
             ended = self.settings.reuse_partial and rec.levels.speech_ended(
                 rec.partial_at, self.settings.end_of_speech_s
             )
-            due = ended or (len(rec.data) - rec.partial_at >= interval_bytes and not prefilling and not others)
+            waits = prefilling and not self.settings.partials_stop_prefill
+            due = ended or (len(rec.data) - rec.partial_at >= interval_bytes and not waits and not others)
+            stops = (ended and self.settings.end_of_speech_stops_prefill) or self.settings.partials_stop_prefill
         else:
             due = time.perf_counter() - rec.began >= self.settings.partial_interval_s * (rec.partial_at + 1)
         if not due:
             return
-        if rec.encoding == PCM_ENCODING and ended and prefilling and self.settings.end_of_speech_stops_prefill:
-            # The transcript that is likely final goes first. Stopping a prefill loses almost
-            # nothing: what it evaluated stays in the engine, and the next one starts from there.
+        if rec.encoding == PCM_ENCODING and prefilling and stops:
+            # The newer transcript goes first. Stopping a prefill loses almost nothing: what it
+            # evaluated stays in the engine, and the next one (same passages or not) starts from there.
             rec.prefill.cancel()  # type: ignore[union-attr]
         rec.partial_at = len(rec.data) if rec.encoding == PCM_ENCODING else rec.partial_at + 1
         self.partial = asyncio.create_task(self._partial(rec, bytes(rec.data)))

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     reuse_partial: bool = True
     # The end-of-speech partial stops a running prefill (it resumes from what it evaluated).
     end_of_speech_stops_prefill: bool = True
+    # A periodic partial stops a running prefill too instead of waiting for it: a prefill longer
+    # than the question (cpu-quality's ~5 s) otherwise holds the passages of its first few words.
+    partials_stop_prefill: bool = False
     language: str = "en"
     # Tell Whisper what the questions are about: the library's document titles as its prompt
     # (services.library_prompt). On accented espeak questions WER fell from 0.34 to 0.25.

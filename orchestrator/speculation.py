@@ -74,13 +74,16 @@ def _key(hit: SearchHit) -> tuple[str, int, str]:
     return (hit.document_id, hit.chunk_id, hit.text)
 
 
-def stable_order(prefilled: Sequence[SearchHit], current: Sequence[SearchHit], question: str) -> list[SearchHit]:
+def stable_order(
+    prefilled: Sequence[SearchHit], current: Sequence[SearchHit], question: str, reuse: bool = True
+) -> list[SearchHit]:
     """``current``'s passages with those the prefill holds first, in the prefill's order, and
     the new ones after them in rank order: the prompt then shares the longest prefix with what
     the engine has cached. The set of chunks is always ``current``'s: nothing the final retrieval
     dropped reaches the prompt; a chunk keeps the prefill's excerpt when :func:`reuse_excerpts`
-    says it shows ``question`` as much."""
-    current = reuse_excerpts(prefilled, current, question)
+    says it shows ``question`` as much (``reuse=False``: never, for measuring what that gains)."""
+    if reuse:
+        current = reuse_excerpts(prefilled, current, question)
     wanted = {_key(h) for h in current}
     kept = [h for h in prefilled if _key(h) in wanted]
     seen = {_key(h) for h in kept}

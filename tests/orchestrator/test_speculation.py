@@ -219,3 +219,19 @@ def test_a_prefill_still_running_is_stopped_by_cancel_and_by_closing_the_session
 
     asyncio.run(scenario())
     assert answerer.prefills  # it had started
+
+
+def test_periodic_partials_wait_for_a_prefill_unless_they_may_stop_it():
+    # A prefill longer than the question: by default the once-a-second partials wait for it ...
+    audio = pcm(("tone", 2.5), ("silence", 0.6))
+    stt = TwoPhaseSTT("how long does the lamp charge", "unused")
+    talk(stt, audio, answerer=FakeAnswerer(prefill_delay=30))
+    waited = stt.partials
+    # ... with partials_stop_prefill each one stops it, and the prefill resumes after it.
+    stopping = Settings(_env_file=None, partial_interval_s=0.5, partials_stop_prefill=True)
+    stt.partials = 0
+    answerer = FakeAnswerer(prefill_delay=30)
+    done, answerer, _ = talk(stt, audio, settings=stopping, answerer=answerer)
+    assert stt.partials >= waited + 2
+    assert len(answerer.prefills) >= 3  # the same passages prefilled again after each partial
+    assert done["speculation"] == "hit" and not done["prefill_finished"]
