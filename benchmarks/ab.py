@@ -93,7 +93,7 @@ def main() -> int:
                 rows[name] += [r.as_row() for r in results]
     print(
         f"A/B: {args.rounds} rounds × {args.turns} voice turns per session and variant, "
-        f"concurrency {args.concurrency}\n"
+        f"concurrency {args.concurrency}, on {report.machine()}\n"
     )
     print(table(rows))
     return 0

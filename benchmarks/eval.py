@@ -40,6 +40,7 @@ sys.path.insert(0, str(HERE))
 
 import corpus  # noqa: E402
 import eval_set  # noqa: E402
+import report  # noqa: E402
 from stack import ServedStack  # noqa: E402
 from voice_e2e import RELEASE_S, TurnResult, voice_turn  # noqa: E402
 
@@ -192,7 +193,7 @@ def speculation_counts(rows: list[Scored]) -> str:
 
 def render(rows: list[Scored], t: Totals, setup: dict[str, str], command: str) -> str:
     lines = [
-        f"# Eval {setup['date']} on {setup['host']}: profile `{setup['profile']}`",
+        f"# Eval {setup['date']} on {setup['host']} ({setup['machine']}): profile `{setup['profile']}`",
         "",
         f"Command: `{command}`. LLM `{setup['language_model']}`, Whisper `{setup['speech_model']}`, "
         f"top-k {setup['top_k']}, {setup['passage_words']} words per passage, questions {setup['mode']}.",
@@ -315,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     setup = {
         "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "host": platform.node(),
+        "machine": report.machine(),
         "profile": args.profile,
         **{
             key: os.environ.get(f"VOICEBOT_{key.upper()}", str(value))

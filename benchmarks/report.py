@@ -8,6 +8,31 @@ from typing import Any
 
 import numpy as np
 
+AVX512 = "avx512f"
+
+
+def machine(cpuinfo: str | None = None) -> str:
+    """The CPU a latency figure was measured on, e.g. "AMD EPYC (family 23 model 1), 2 cores, AVX2":
+    the same command runs several times slower on some of these VMs than on others."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return "unknown CPU"
+    first: dict[str, str] = {}
+    cores = 0
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "processor":
+            cores += 1
+        first.setdefault(key, value.strip())
+    flags = set(first.get("flags", "").split())
+    vector = "AVX-512" if AVX512 in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    name = first.get("model name", "unknown CPU")
+    family = f"family {first.get('cpu family', '?')} model {first.get('model', '?')}"
+    return f"{name} ({family}), {cores} core{'' if cores == 1 else 's'}, {vector}"
+
 STAGES = [
     ("stt_ms", "speech to text"),
     ("retrieval_ms", "retrieval"),

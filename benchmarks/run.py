@@ -151,7 +151,7 @@ def main() -> int:
     c1_rows = by_level.get(1, [])
     accuracy = sum(1 for r in c1_rows if r["ok"] and r["cited"][:1] == [expected[r["question"]]])
     errors = {level: sum(1 for r in rows if not r["ok"]) for level, rows in by_level.items()}
-    text = f"""# Benchmark {started:%Y-%m-%d %H:%M} on {platform.node()} ({os.cpu_count()} cores, {platform.machine()})
+    text = f"""# Benchmark {started:%Y-%m-%d %H:%M} on {platform.node()} ({report.machine()})
 
 Command: `{" ".join(["benchmarks/run.py", *sys.argv[1:]])}`. Profile `{args.profile}`, top-k {top_k},
 {passage_words} words per passage. Documents: {", ".join(d.name for d in documents)}.

@@ -89,3 +89,14 @@ def test_many_voices_ratios_underruns_and_busy():
     assert "| 0 errors at 8 sessions | 1 of 8 turns | **not met** |" in text
     assert "4 turns waited; slowest `busy` 0.05 s | met |" in text
     assert "| 8 | 8 | 1 | 0 | 0.00 | 4 | 7.0 |" in text
+
+
+def test_the_machine_line_names_the_cpu_and_its_vector_width():
+    def cpuinfo(flags, cores=2):
+        block = "model name\t: AMD EPYC\ncpu family\t: 23\nmodel\t\t: 1\nflags\t\t: " + flags + "\n"
+        return "".join(f"processor\t: {n}\n{block}\n" for n in range(cores))
+
+    assert report.machine(cpuinfo("fma avx avx2")) == "AMD EPYC (family 23 model 1), 2 cores, AVX2"
+    assert report.machine(cpuinfo("avx2 avx512f", 4)).endswith("4 cores, AVX-512")
+    assert report.machine(cpuinfo("sse4_2", 1)).endswith("1 core, no AVX2")
+    assert report.machine("") == "unknown CPU (family ? model ?), 0 cores, no AVX2"

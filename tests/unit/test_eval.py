@@ -91,7 +91,8 @@ def test_totals_count_accuracy_recall_context_and_abstention_apart():
         rows,
         t,
         dict.fromkeys(
-            ["date", "host", "profile", "language_model", "speech_model", "top_k", "passage_words", "mode"], "x"
+            ["date", "host", "machine", "profile", "language_model", "speech_model", "top_k", "passage_words", "mode"],
+            "x",
         ),
         "cmd",
     )
