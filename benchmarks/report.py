@@ -33,6 +33,7 @@ def machine(cpuinfo: str | None = None) -> str:
     family = f"family {first.get('cpu family', '?')} model {first.get('model', '?')}"
     return f"{name} ({family}), {cores} core{'' if cores == 1 else 's'}, {vector}"
 
+
 STAGES = [
     ("stt_ms", "speech to text"),
     ("retrieval_ms", "retrieval"),
