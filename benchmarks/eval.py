@@ -196,7 +196,8 @@ def render(rows: list[Scored], t: Totals, setup: dict[str, str], command: str) -
         f"# Eval {setup['date']} on {setup['host']} ({setup['machine']}): profile `{setup['profile']}`",
         "",
         f"Command: `{command}`. LLM `{setup['language_model']}`, Whisper `{setup['speech_model']}`, "
-        f"top-k {setup['top_k']}, {setup['passage_words']} words per passage, questions {setup['mode']}.",
+        f"top-k {setup['top_k']} (margin {setup['passage_margin']}), {setup['passage_words']} words per passage, "
+        f"questions {setup['mode']}.",
         "",
         "| answerable | unanswerable | WER | recall@k | answer in context | accuracy | abstention precision "
         "| abstention recall | false abstentions | first audio P50 / P90 | errors |",
@@ -243,6 +244,7 @@ def check_documents() -> list[tuple[Path, str]]:
 DEFAULTS = {
     "top_k": Settings.model_fields["top_k"].default,
     "passage_words": Settings.model_fields["passage_words"].default,
+    "passage_margin": Settings.model_fields["passage_margin"].default,
 }
 
 

@@ -146,7 +146,7 @@ class TurnRunner:
                 query = retrieval_query(history, text)
                 hits = await self.services.retriever.retrieve(query, self.settings.top_k, turn_id)
                 timings["retrieval_ms"] = _ms(time.perf_counter() - t_retrieval)
-                prompt_hits = prompt_passages(hits, text, self.settings.passage_words)
+                prompt_hits = prompt_passages(hits, text, self.settings.passage_words, self.settings.passage_margin)
                 outcome, prefilled = Outcome.NONE, 0
                 if spoken is not None:
                     spoken.span("retrieval", t_retrieval, time.perf_counter())
@@ -464,7 +464,7 @@ class VoiceSession:
         except ServiceError:
             return  # speculation is an optimisation: the final turn retrieves again
         rec.spans.append(Span("speculative_retrieval", began - rec.began, time.perf_counter() - rec.began))
-        passages = prompt_passages(hits, text, self.settings.passage_words)
+        passages = prompt_passages(hits, text, self.settings.passage_words, self.settings.passage_margin)
         previous = rec.speculation
         if previous is not None:
             passages = stable_order(previous.passages, passages, text)

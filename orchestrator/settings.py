@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     # Words of each passage the LLM sees (the sentences nearest the question); 0 keeps whole chunks.
     # Prompt tokens dominate time to first token on a CPU (benchmarks/results).
     passage_words: int = Field(60, ge=0, le=1000)
+    # Of the top-k, leave out a chunk whose cosine similarity is more than this below the best
+    # one's (0: keep all k): 7-19% fewer prompt words, the answer in context as often, typed and
+    # heard (benchmarks/retrieval_sweep.py --margins 0,0.2 [--heard]).
+    passage_margin: float = Field(0.2, ge=0, le=2)
     history_turns: int = Field(3, ge=0, le=MAX_HISTORY)  # voice_answer reads at most MAX_HISTORY
     partial_interval_s: float = Field(1.0, gt=0.1, le=10)
     # Work while the user speaks (orchestrator/speculation.py): retrieve on partial transcripts

@@ -44,10 +44,20 @@ def retrieval_query(history: Sequence[str], text: str) -> str:
     return f"{history[-1]} {text}" if history else text
 
 
-def prompt_passages(hits: Sequence[SearchHit], question: str, words: int) -> list[SearchHit]:
-    """The hits as the prompt has them: each chunk trimmed to the sentences nearest the question
-    (the citations show exactly these, the passages the model saw)."""
-    return [replace(h, text=trim_passage(question, h.text, words)) for h in hits]
+def near_the_best(hits: Sequence[SearchHit], margin: float) -> list[SearchHit]:
+    """The hits whose similarity is at most ``margin`` below the best one's (the first hit is
+    always kept; ``margin`` 0 keeps them all). A chunk far below the best is seldom the answer
+    and costs prompt tokens, the larger part of the time to first token on a CPU."""
+    if margin <= 0 or not hits:
+        return list(hits)
+    best = max(h.score for h in hits)
+    return [h for n, h in enumerate(hits) if n == 0 or h.score >= best - margin]
+
+
+def prompt_passages(hits: Sequence[SearchHit], question: str, words: int, margin: float = 0.0) -> list[SearchHit]:
+    """The hits as the prompt has them: those :func:`near_the_best`, each chunk trimmed to the
+    sentences nearest the question (the citations show exactly these, the passages the model saw)."""
+    return [replace(h, text=trim_passage(question, h.text, words)) for h in near_the_best(hits, margin)]
 
 
 def reuse_excerpts(prefilled: Sequence[SearchHit], current: Sequence[SearchHit], question: str) -> list[SearchHit]:

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from dataclasses import replace
 
 import numpy as np
 from test_session_logic import Client, FakeAnswerer, FakeRetriever
@@ -14,6 +15,8 @@ from orchestrator.speculation import (
     Levels,
     Outcome,
     Speculation,
+    near_the_best,
+    prompt_passages,
     reuse_excerpts,
     shared_passages,
     stable_order,
@@ -58,6 +61,18 @@ def test_a_chunk_keeps_the_prefilled_cut_when_it_shows_the_final_question_as_muc
     assert [h.text for h in stable_order(prefilled, [hit(1, sleep_cut)], sleep)] == [sleep_cut]
     # reuse_excerpts never brings in a chunk the current retrieval dropped
     assert reuse_excerpts(prefilled, [hit(2)], final) == [hit(2)]
+
+
+def test_chunks_far_below_the_best_are_left_out_of_the_prompt():
+    scored = [replace(hit(n), score=s) for n, s in ((1, 0.55), (2, 0.7), (3, 0.45), (4, 0.1))]
+    # The best similarity need not be the first hit's (fusion ranks by lexical rank too).
+    assert [h.chunk_id for h in near_the_best(scored, 0.2)] == [1, 2]
+    assert [h.chunk_id for h in near_the_best(scored, 0.3)] == [1, 2, 3]
+    assert near_the_best(scored, 0) == scored and near_the_best([], 0.2) == []
+    # The first (fused best) is kept however far below the best similarity it is.
+    assert [h.chunk_id for h in near_the_best([replace(hit(1), score=0.1), hit(2)], 0.2)] == [1, 2]
+    long = replace(hit(1), text="One two three. Four five six.", score=0.6)
+    assert [h.text for h in prompt_passages([long, hit(2)], "four", 3, margin=0.05)] == ["Four five six."]
 
 
 def test_outcomes():
@@ -119,10 +134,10 @@ class WordRetriever(FakeRetriever):
         return [hit(n) for n in ids][:k]
 
 
-def talk(stt, audio, settings=None, answerer=None, other_answers=0):
+def talk(stt, audio, settings=None, answerer=None, other_answers=0, retriever=None):
     settings = settings or Settings(_env_file=None, partial_interval_s=0.5)
     answerer = answerer or FakeAnswerer()
-    services = Services(stt, WordRetriever(), answerer)
+    services = Services(stt, retriever or WordRetriever(), answerer)
     client = Client()
     metrics = Metrics()
     runner = TurnRunner(services, settings, metrics)
@@ -235,3 +250,19 @@ def test_periodic_partials_wait_for_a_prefill_unless_they_may_stop_it():
     assert stt.partials >= waited + 2
     assert len(answerer.prefills) >= 3  # the same passages prefilled again after each partial
     assert done["speculation"] == "hit" and not done["prefill_finished"]
+
+
+class FadingRetriever(WordRetriever):
+    """WordRetriever's hits, the second far less similar than the first."""
+
+    async def retrieve(self, query, k, request_id):
+        hits = await super().retrieve(query, k, request_id)
+        return [replace(h, score=0.6 - 0.4 * n) for n, h in enumerate(hits)]
+
+
+def test_the_margin_leaves_the_far_chunk_out_of_the_prefill_and_the_answer():
+    stt = TwoPhaseSTT("how long does the lamp charge", "never used")
+    settings = Settings(_env_file=None, partial_interval_s=0.5, passage_margin=0.2)
+    done, answerer, _ = talk(stt, pcm(("tone", 1.2), ("silence", 0.6)), settings=settings, retriever=FadingRetriever())
+    assert answerer.prefills[-1][0] == ["passage 1"] and answerer.passages[-1] == ["passage 1"]
+    assert done["speculation"] == "hit"
