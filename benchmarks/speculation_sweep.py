@@ -1,7 +1,7 @@
 """How much of the final prompt a prefill on a partial question would share, in-process and in
 seconds: retrieval and trimming only (no speech, no LLM), on the eval's questions.
 
-    .venv/bin/python benchmarks/speculation_sweep.py [--k 4] [--words 90] [--drop 1,2,3,4]
+    .venv/bin/python benchmarks/speculation_sweep.py [--k 4] [--words 90] [--margin 0.2] [--drop 1,2,3,4]
 
 For each question and each ``--drop`` n, the partial is the typed question without its last n
 words (a person still speaking); the final is the whole question. Both retrieve top-k, trim each
@@ -26,6 +26,7 @@ sys.path.insert(0, str(HERE))
 import eval_set  # noqa: E402
 from eval import check_documents  # noqa: E402
 
+from orchestrator.settings import Settings  # noqa: E402
 from orchestrator.speculation import Outcome, Speculation, prompt_passages, shared_passages, stable_order  # noqa: E402
 from rag_index import open_store  # noqa: E402
 from rag_index.embedders import LocalEmbedder  # noqa: E402
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--k", type=int, default=4, help="top-k (cpu-quality: 4)")
     parser.add_argument("--words", type=int, default=90, help="words per passage (cpu-quality: 90)")
+    parser.add_argument(
+        "--margin", type=float, default=Settings.model_fields["passage_margin"].default, help="VOICEBOT_PASSAGE_MARGIN"
+    )
     parser.add_argument("--drop", default="1,2,3,4", help="words missing from the partial question")
     args = parser.parse_args(argv)
     drops = [int(x) for x in args.drop.split(",")]
@@ -48,9 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         for path, name in check_documents():
             index.add(name, path.read_bytes())
         questions = eval_set.QUESTIONS
-        finals = {q.id: prompt_passages(index.search(q.text, args.k), q.text, args.words) for q in questions}
+        finals = {
+            q.id: prompt_passages(index.search(q.text, args.k), q.text, args.words, args.margin) for q in questions
+        }
         lines = [
-            f"{len(questions)} questions, top-{args.k}, {args.words} words per passage, {index.chunk_count()} chunks",
+            f"{len(questions)} questions, top-{args.k} (margin {args.margin:g}), {args.words} words per passage, "
+            f"{index.chunk_count()} chunks",
             "",
             "| words missing | excerpt reuse | hit | partial | miss | final passage words in the shared prefix |",
             "|---|---|---|---|---|---|",
@@ -67,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                         outcomes[Outcome.MISS] += 1
                         continue
                     partial = " ".join(spoken)
-                    prefilled = prompt_passages(index.search(partial, args.k), partial, args.words)
+                    prefilled = prompt_passages(index.search(partial, args.k), partial, args.words, args.margin)
                     ordered = stable_order(prefilled, final, q.text, reuse=reuse)
                     outcome, shared = Speculation(prefilled, ()).outcome(ordered, ())
                     outcomes[outcome] += 1
