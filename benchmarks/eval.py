@@ -181,6 +181,10 @@ def _pct(x: float) -> str:
     return "n/a" if x != x else f"{100 * x:.0f}%"
 
 
+def _wer(x: float) -> str:
+    return "n/a" if x != x else f"{x:.3f}"  # typed questions: nothing was heard
+
+
 def _mark(flag: bool | None) -> str:
     return "–" if flag is None else ("yes" if flag else "**no**")
 
@@ -202,7 +206,7 @@ def render(rows: list[Scored], t: Totals, setup: dict[str, str], command: str) -
         "| answerable | unanswerable | WER | recall@k | answer in context | accuracy | abstention precision "
         "| abstention recall | false abstentions | first audio P50 / P90 | errors |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
-        f"| {t.answerable} | {t.unanswerable} | {t.wer:.3f} | {_pct(t.recall)} | {_pct(t.in_context)} "
+        f"| {t.answerable} | {t.unanswerable} | {_wer(t.wer)} | {_pct(t.recall)} | {_pct(t.in_context)} "
         f"| {_pct(t.accuracy)} | {_pct(t.abstention_precision)} | {_pct(t.abstention_recall)} "
         f"| {_pct(t.false_abstentions)} | {t.first_audio_p50_s:.2f} s / {t.first_audio_p90_s:.2f} s | {t.errors} |",
         "",
