@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             hits = near_the_best(index.search(q.text, TOP_K), margin)
             trimmed = [(h, passage_title(h), trim_passage(q.text, h.text, WORDS)) for h in hits]
             whole = [(h, passage_title(h), h.text) for h in hits]
-            row = {"id": q.id, "answerable": q.source is not None, "passages": len(hits)}
+            row = {"id": q.id, "answerable": q.source is not None, "passage_count": len(hits)}
             for v in variants:
                 if v == "full":
                     answer, ttft, evaluated = prompter.full(q.text, trimmed)
