@@ -139,6 +139,34 @@ def test_llm_rejects_prompts_over_the_context(llm):
         list(llm.stream("word " * 3000, SamplingParams(), lambda: False))
 
 
+def test_llm_abstains_when_the_abstentions_first_token_is_likely_enough(llm, monkeypatch):
+    from voicebot.text import NO_ANSWER, Passage, build_prompt
+
+    grounded = build_prompt("What is the capital of France?", [Passage("France", "Paris is the capital of France.")])
+    plain = "Question: What is the capital of France?\nAnswer:"
+    params = SamplingParams(temperature=0.0, max_tokens=24, stop=("\n",))
+    assert "paris" in "".join(llm.stream(grounded, params, lambda: False)).lower()  # the gate is off by default
+    monkeypatch.setattr(llm, "abstain_min_p", 1e-9)  # any probability at all: the gate always fires
+    before, generation = llm.abstentions, Generation()
+    assert "".join(llm.stream(grounded, params, lambda: False, generation=generation)) == NO_ANSWER
+    assert llm.abstentions == before + 1
+    assert generation.finish_reason == "stop"
+    assert generation.output_tokens == llm.count_tokens(grounded + NO_ANSWER) - llm.count_tokens(grounded)
+    # A prompt that does not name the abstention is not a grounded question: the gate leaves it be.
+    assert "paris" in "".join(llm.stream(plain, params, lambda: False)).lower()
+    monkeypatch.setattr(llm, "abstain_min_p", 1.0)  # only a certain abstention
+    assert "paris" in "".join(llm.stream(grounded, params, lambda: False)).lower()
+    assert llm.abstentions == before + 1
+
+
+def test_llm_settings_bound_the_abstention_threshold():
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="abstain_min_p"):
+            load_language_model({"llama_cpp": {"abstain_min_p": bad}})
+    with pytest.raises(ValueError, match="abstain_text"):
+        load_language_model({"llama_cpp": {"abstain_min_p": 0.2, "abstain_text": " "}})
+
+
 PREFIX = (
     "Answer from the passages.\nPassages:\n[1] Lamp: The Lumen lamp charges in three hours over USB-C "
     "and runs for twelve hours on its brightest setting.\n[2] Office: Guests use the network called Harbour.\n"

@@ -67,3 +67,19 @@ def test_min_tokens_holds_eos_back_until_reached():
         scores = hold(np.zeros(5 + generated, dtype=np.int32), np.zeros(4, dtype=np.float32))
         assert bool(scores[1] == float("-inf")) is blocked
         assert np.all(scores[[0, 2, 3]] == 0)
+
+
+def test_abstention_gate_forces_the_abstention_only_at_the_first_token_and_over_its_threshold():
+    import numpy as np
+
+    from voicebot.engines.llm import abstention_gate
+
+    logits = np.array([2.0, 1.0, 0.0], dtype=np.float32)  # token 1: e / (e² + e + 1) = 0.2447
+    for min_p, forced in ((0.2, True), (0.244, True), (0.245, False), (0.3, False)):
+        fired: list[float] = []
+        scores = abstention_gate(1, min_p, prompt_tokens=4, fired=fired)(np.zeros(4, dtype=np.int32), logits.copy())
+        assert int(scores.argmax()) == (1 if forced else 0)
+        assert np.isneginf(scores[[0, 2]]).all() == forced and scores[1] == 1.0
+        assert fired == ([pytest.approx(0.2447, abs=1e-4)] if forced else [])
+    later = abstention_gate(1, 0.01, prompt_tokens=4, fired=[])(np.zeros(5, dtype=np.int32), logits.copy())
+    assert np.array_equal(later, logits)  # past the first token the answer is the model's

@@ -22,6 +22,7 @@ from ..contract import READING_PACE_CPS
 from ..llms import DEFAULT_LLM
 from ..sampling import SamplingParams
 from ..serving.config import to_dataclass
+from ..text import NO_ANSWER
 from .schedule import QUANTUM, Clock, StepScheduler, Ticket
 
 Cancelled = Callable[[], bool]
@@ -87,6 +88,13 @@ class LlamaCppSettings:
     # their steps take turns by the listeners' deadlines (voicebot/engines/schedule.py).
     parallel: int = 4
     default_pace_cps: float = READING_PACE_CPS  # for a request that does not say its listener's pace
+    # Abstain when unsure (issue 13): for a prompt that itself tells the model to reply
+    # ``abstain_text`` when it cannot answer, an answer whose first token would be that text's first
+    # token with at least this probability (softmax of the raw logits) is that text. Greedy
+    # decoding abstains only when it is the single likeliest token; a small model that invents a
+    # number often gives it a fair share all the same (benchmarks/abstention_sweep.py). 0: off.
+    abstain_min_p: float = 0.0
+    abstain_text: str = NO_ANSWER
 
 
 MIN_REUSED_TOKENS = 8  # a shorter shared prefix is evaluated again
@@ -167,6 +175,26 @@ def eos_holder(eos: int, prompt_tokens: int, min_tokens: int) -> Callable[[Any, 
     return hold
 
 
+def abstention_gate(token: int, min_p: float, prompt_tokens: int, fired: list[float]) -> Callable[[Any, Any], Any]:
+    """A llama.cpp logits processor: at an answer's first token, when ``token`` has probability
+    ``min_p`` or more, nothing else may be sampled (its probability is put in ``fired``)."""
+    import numpy as np
+
+    def gate(input_ids: Any, scores: Any) -> Any:
+        if len(input_ids) != prompt_tokens:
+            return scores
+        weights = np.exp(scores - scores.max(), dtype=np.float64)
+        p = float(weights[token] / weights.sum())
+        if p >= min_p:
+            fired.append(p)
+            chosen = scores[token]
+            scores[:] = float("-inf")
+            scores[token] = chosen
+        return scores
+
+    return gate
+
+
 @dataclass(eq=False)
 class _Slot:
     """One llama.cpp context (its own KV cache) over the shared, memory-mapped weights."""
@@ -194,6 +222,10 @@ class LlamaCppEngine:
             raise ValueError(f"llama_cpp.parallel must be 1 to 16, got {settings.parallel}")
         if not settings.default_pace_cps > 0:
             raise ValueError(f"llama_cpp.default_pace_cps must be positive, got {settings.default_pace_cps}")
+        if not 0.0 <= settings.abstain_min_p <= 1.0:
+            raise ValueError(f"llama_cpp.abstain_min_p must be 0 (off) to 1, got {settings.abstain_min_p}")
+        if settings.abstain_min_p > 0 and not settings.abstain_text.strip():
+            raise ValueError("llama_cpp.abstain_text must not be empty when abstain_min_p is set")
         self._slots = [
             _Slot(
                 Llama(
@@ -221,6 +253,9 @@ class LlamaCppEngine:
         self.prefill_chunk = max(1, settings.prefill_chunk)
         self.store = PrefixStore(settings.prefix_cache_entries, settings.prefix_cache_mb * 2**20)
         self.last_reused = 0  # prompt tokens the last answer found in the cache (for tests and benchmarks)
+        self.abstain_min_p = settings.abstain_min_p
+        self.abstain_text = settings.abstain_text
+        self.abstentions = 0  # answers the gate turned into abstain_text (for tests and benchmarks)
 
     def _tokens(self, text: str) -> list[int]:
         # As create_completion tokenizes a prompt: the model's BOS if it wants one, and
@@ -235,6 +270,14 @@ class LlamaCppEngine:
         if len(tokens) + 1 > self.n_ctx:
             raise ValueError(f"prompt is {len(tokens)} tokens; the context holds {self.n_ctx}")
         return tokens
+
+    def _abstain_token(self, prompt: str, tokens: list[int]) -> int | None:
+        """The first token of the abstention after ``prompt``, when the gate applies to it: it is
+        on, and the prompt names the abstention (a prompt that does not is no grounded question)."""
+        if self.abstain_min_p <= 0 or self.abstain_text not in prompt:
+            return None
+        both = self._tokens(prompt + self.abstain_text)
+        return both[len(tokens)] if len(both) > len(tokens) and both[: len(tokens)] == tokens else None
 
     # ------------------------------------------------------------------ contexts
 
@@ -387,9 +430,12 @@ class LlamaCppEngine:
         max_tokens = min(params.max_tokens, self.n_ctx - prompt_tokens)
         eos = self._llama.token_eos()
         logit_bias = {eos: float("-inf")} if params.ignore_eos else None
-        processors = None
+        processors = LogitsProcessorList()
         if params.min_tokens > 0 and not params.ignore_eos:
-            processors = LogitsProcessorList([eos_holder(eos, prompt_tokens, params.min_tokens)])
+            processors.append(eos_holder(eos, prompt_tokens, params.min_tokens))
+        abstained: list[float] = []
+        if (abstain_token := self._abstain_token(prompt, tokens)) is not None:
+            processors.append(abstention_gate(abstain_token, self.abstain_min_p, prompt_tokens, abstained))
         ticket = Ticket(arrival=self.clock(), pace_cps=pace_cps or self.default_pace_cps)
         slot = self._slot_for_answer(ticket, tokens, cache_key, cancelled)
         if slot is None:
@@ -416,7 +462,7 @@ class LlamaCppEngine:
                 presence_penalty=params.presence_penalty,
                 frequency_penalty=params.frequency_penalty,
                 logit_bias=logit_bias,
-                logits_processor=processors,
+                logits_processor=processors or None,
                 stopping_criteria=StoppingCriteriaList([token_counter(generation, prompt_tokens)]),
                 stream=True,
             )
@@ -431,6 +477,14 @@ class LlamaCppEngine:
                         for _ in range(QUANTUM):
                             chunk = next(chunks, None)
                             if chunk is None or cancelled():
+                                finished = True
+                                break
+                            if abstained:  # the first token was gated: the answer is the abstention
+                                texts = [self.abstain_text]
+                                ticket.wrote(self.abstain_text, self.clock())
+                                generation.output_tokens = len(self._tokens(prompt + self.abstain_text)) - prompt_tokens
+                                generation.finish_reason = "stop"
+                                self.abstentions += 1
                                 finished = True
                                 break
                             if reason := chunk["choices"][0]["finish_reason"]:
